@@ -1,0 +1,179 @@
+"""The run configuration: a dataclass schema, and the one place a Hydra config becomes plain values.
+
+Everything below ``train.py`` receives these dataclasses, never a DictConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nextloc.errors import ConfigError
+from nextloc.models import model_config_class
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive(section: str, obj: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        if value is None or value <= 0:
+            raise ConfigError(f"{section}.{key}={value} must be > 0")
+
+
+@dataclass
+class SampleConfig:
+    """How staypoints become samples (SPEC §3)."""
+
+    previous_day: int = 7
+    train_fraction: float = 0.6
+    validation_fraction: float = 0.8
+    min_history: int = 3
+
+    def __post_init__(self) -> None:
+        _positive("dataset.preprocess", self, "previous_day", "min_history")
+        if not 0.0 < self.train_fraction < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"dataset.preprocess.train_fraction={self.train_fraction} and validation_fraction="
+                f"{self.validation_fraction} need 0 < train < validation < 1; try 0.6 and 0.8"
+            )
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the built-in synthetic mobility data set."""
+
+    n_users: int = 30
+    n_days: int = 90
+    seed: int = 0
+    tracked_day_share: float = 0.85
+    explore_prob: float = 0.05
+
+    def __post_init__(self) -> None:
+        _positive("dataset.synthetic", self, "n_users", "n_days")
+        for key in ("tracked_day_share", "explore_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"dataset.synthetic.{key}={getattr(self, key)} not in [0, 1]")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "synthetic"
+    processed_dir: str = "data/processed/synthetic"
+    batch_size: int = 32
+    preprocess: SampleConfig = field(default_factory=SampleConfig)
+    synthetic: SyntheticConfig | None = None  # set for the generated data set only
+
+    def __post_init__(self) -> None:
+        _positive("dataset", self, "batch_size")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    momentum: float = 0.0  # sgd
+    weight_decay: float = 1e-6
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "sgd"):
+            raise ConfigError(f"optim.name='{self.name}' is unknown; choose one of ['adam', 'sgd']")
+        _positive("optim", self, "lr", "grad_clip")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise ConfigError(f"optim.weight_decay={self.weight_decay} and optim.momentum={self.momentum} must be >= 0")
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "warmup_linear"
+    warmup_epochs: int = 2  # linear warm-up from 0 ...
+    decay_epochs: int = 50  # ... then linear decay reaching 0 at this epoch
+
+    def __post_init__(self) -> None:
+        if self.name not in ("warmup_linear", "constant"):
+            raise ConfigError(f"scheduler.name='{self.name}' is unknown; choose one of ['constant', 'warmup_linear']")
+        if self.warmup_epochs < 0 or self.decay_epochs <= self.warmup_epochs:
+            raise ConfigError(
+                f"scheduler.warmup_epochs={self.warmup_epochs} and decay_epochs={self.decay_epochs} "
+                "need 0 <= warmup_epochs < decay_epochs"
+            )
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop on validation loss; each trigger reloads the best model and scales the lr."""
+
+    patience: int = 3
+    min_delta: float = 0.001
+    max_triggers: int = 3  # the last trigger ends training
+    lr_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive("early_stopping", self, "patience", "max_triggers", "lr_factor")
+        if self.min_delta < 0:
+            raise ConfigError(f"early_stopping.min_delta={self.min_delta} must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: Any = None  # the model's own dataclass, chosen by model.name
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    seed: int = 42
+    device: str = "auto"
+    max_epochs: int = 100
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    progress: bool = True  # tqdm bar per epoch on a terminal
+    resume: str | None = None  # run directory to continue
+
+    def __post_init__(self) -> None:
+        _positive("run", self, "max_epochs")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device='{self.device}' is unknown; choose one of {list(DEVICES)}")
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
+
+
+def load_run_config(cfg: DictConfig) -> RunConfig:
+    """Validate a composed Hydra config and convert it to :class:`RunConfig`.
+
+    Raises :class:`ConfigError` with one line naming the key for unknown keys,
+    wrong types and invalid values.
+    """
+    try:
+        model_cls = model_config_class(OmegaConf.select(cfg, "model.name", default="lstm"))
+        model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(model_cls), cfg.model))
+        rest = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "model"])
+        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), rest))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from None
+    run.model = model
+    return run
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    """OmegaConf's message without its multi-line context block."""
+    message = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return f"{key}: {message}" if key and key not in message else message
+
+
+def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The composed config of an earlier run, to continue it with ``resume=<run_dir>``."""
+    others = [o for o in overrides if not o.startswith("resume=")]
+    if others:
+        raise ConfigError(f"resume= continues a run with its own config; drop the other overrides {others}")
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={run_dir}: no {saved}; give the directory of an earlier run")
+    cfg = OmegaConf.load(saved)
+    cfg.resume = str(run_dir)
+    return cfg

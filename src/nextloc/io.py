@@ -1,0 +1,55 @@
+"""Atomic writes: a file or folder appears complete or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yield a temporary folder that is renamed to ``path`` when the block succeeds.
+
+    Raises ``FileExistsError`` if ``path`` exists when the rename happens (for
+    instance because a concurrent writer finished first); the temporary folder
+    is removed on any failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            raise FileExistsError(f"{path} already exists")
+        try:
+            os.rename(tmp, path)
+        except OSError as err:  # lost a race against another writer
+            raise FileExistsError(f"{path} already exists") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

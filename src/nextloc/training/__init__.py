@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, early stopping, checkpoints, the epoch loop and a whole run."""

@@ -1,0 +1,43 @@
+"""Optimisers and learning-rate schedules named in ``conf/optim`` and ``conf/scheduler``."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from nextloc.config import OptimConfig, SchedulerConfig
+
+
+def build_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or SGD with the configured lr and weight decay."""
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer, config: SchedulerConfig, batches_per_epoch: int) -> LambdaLR:
+    """A per-batch schedule; ``warmup_linear`` starts at factor 0, so the first update uses lr 0."""
+    if config.name == "constant":
+        return LambdaLR(optimizer, lambda step: 1.0)
+    return LambdaLR(
+        optimizer,
+        warmup_linear(config.warmup_epochs * batches_per_epoch, config.decay_epochs * batches_per_epoch),
+    )
+
+
+def warmup_linear(warmup_steps: int, total_steps: int):
+    """Factor rising linearly 0 -> 1 over ``warmup_steps``, then falling to 0 at ``total_steps``.
+
+    Examples
+    --------
+    >>> f = warmup_linear(2, 10)
+    >>> [f(s) for s in (0, 1, 2, 6, 10, 12)]
+    [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor

@@ -1,0 +1,219 @@
+"""A whole run: data, model, training with early stopping, test, and the run directory's files.
+
+The run directory holds (SPEC §7)::
+
+    .hydra/config.yaml         the composed config (written by Hydra)
+    train.log                  everything logged (written by Hydra's logging)
+    tensorboard/               scalars per epoch, and the HParams entry of the run
+    checkpoints/best.pt        weights of the best validation epoch
+    checkpoints/last.pt        the full state after the last completed epoch (for resume=)
+    test_results.json          test and best-validation metrics, counts and run facts
+    test_per_user.csv          test metrics per user
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from nextloc import __version__
+from nextloc.config import RunConfig
+from nextloc.data.batches import SplitTensors
+from nextloc.data.datasets import load_dataset
+from nextloc.data.samples import SPLITS
+from nextloc.errors import ConfigError
+from nextloc.io import write_atomic, write_json
+from nextloc.models import build_model, count_parameters
+from nextloc.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from nextloc.training.early_stopping import Decision, EarlyStopping
+from nextloc.training.loop import evaluate, train_epoch
+from nextloc.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+RESULTS = "test_results.json"
+PER_USER = "test_per_user.csv"
+BEST, LAST = "checkpoints/best.pt", "checkpoints/last.pt"
+REPORTED = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1", "loss")
+
+
+def run(config: RunConfig, run_dir: str | Path) -> dict:
+    """Train and test one model as ``config`` says, writing every artefact into ``run_dir``.
+
+    Continues from ``run_dir/checkpoints/last.pt`` when ``config.resume`` is
+    set. Returns the content of ``test_results.json``.
+    """
+    run_dir = Path(run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset)
+    splits = {s: SplitTensors(data.staypoints[s], data.samples[s]) for s in SPLITS}
+    batch_size = config.dataset.batch_size
+    if len(splits["train"]) < batch_size:
+        raise ConfigError(
+            f"dataset.batch_size={batch_size} exceeds the {len(splits['train'])} training samples; lower it"
+        )
+    _seed_everything(config.seed)
+    model = build_model(config.model, data.num_locations, data.num_users).to(device)
+    log.info("model %s: %d parameters, device %s", config.model.name, count_parameters(model), device)
+    trainer = _Trainer(config, model, splits, device, run_dir)
+    trainer.fit()
+    results = trainer.test(data.metadata)
+    write_json(run_dir / RESULTS, results)
+    log.info("test: %s", _summary(results["test"]))
+    return results
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _summary(metrics: dict) -> str:
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in REPORTED)
+
+
+class _Trainer:
+    """The mutable state of one run's training: what a checkpoint saves and restores."""
+
+    def __init__(self, config: RunConfig, model, splits, device, run_dir: Path) -> None:
+        self.config, self.model, self.splits, self.device, self.run_dir = config, model, splits, device, run_dir
+        self.batch_size = config.dataset.batch_size
+        self.optimizer = build_optimizer(model.parameters(), config.optim)
+        batches = splits["train"].num_batches(self.batch_size, drop_last=True)
+        self.scheduler = build_scheduler(self.optimizer, config.scheduler, batches)
+        es = config.early_stopping
+        self.stopper = EarlyStopping(es.patience, es.min_delta, es.max_triggers)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch, self.elapsed = 0, 0.0
+        self.finished = False
+        if config.resume and (run_dir / LAST).is_file():
+            self._restore(load_checkpoint(run_dir / LAST))
+
+    def fit(self) -> None:
+        """Train until early stopping's last trigger or ``max_epochs``."""
+        writer = SummaryWriter(self.run_dir / "tensorboard", purge_step=self.epoch)
+        try:
+            while not self.finished and self.epoch < self.config.max_epochs:
+                self._epoch(writer)
+        finally:
+            writer.close()
+
+    def _epoch(self, writer: SummaryWriter) -> None:
+        started = time.perf_counter()
+        epoch, lr = self.epoch, self.optimizer.param_groups[0]["lr"]
+        train_loss = train_epoch(
+            self.model, self.splits["train"], self.optimizer,
+            self.scheduler if self.stopper.triggers == 0 else None,  # the schedule ends at the first trigger
+            batch_size=self.batch_size, grad_clip=self.config.optim.grad_clip, generator=self.generator,
+            device=self.device, epoch=epoch, progress=self.config.progress,
+        )
+        validation = evaluate(self.model, self.splits["validation"], batch_size=self.batch_size, device=self.device)
+        validation = validation.compute()
+        decision = self.stopper.step(validation["loss_batch_mean"], epoch)
+        if decision is Decision.IMPROVED:
+            save_checkpoint(self.run_dir / BEST, {"model": self.model.state_dict(), "epoch": epoch, "validation": validation})
+        elif decision is Decision.TRIGGER:
+            self.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.early_stopping.lr_factor
+        self.finished = decision is Decision.STOP
+        self.elapsed += time.perf_counter() - started
+        self.epoch += 1
+        log.info(
+            "epoch %d: train loss %.4f | val %s | lr %.3g | %s (%d/%d) | %.1fs",
+            epoch, train_loss, _summary(validation), lr, decision.value, self.stopper.triggers,
+            self.stopper.max_triggers, time.perf_counter() - started,
+        )
+        writer.add_scalar("train/loss", train_loss, epoch)
+        writer.add_scalar("train/lr", lr, epoch)
+        for key in REPORTED:
+            writer.add_scalar(f"val/{key}", validation[key], epoch)
+        writer.flush()
+        save_checkpoint(self.run_dir / LAST, self._state())
+
+    def test(self, metadata: dict) -> dict:
+        """Evaluate the best checkpoint on the test split; write the per-user CSV; return the results."""
+        best = load_checkpoint(self.run_dir / BEST)
+        self.model.load_state_dict(best["model"])
+        metrics = evaluate(self.model, self.splits["test"], batch_size=self.batch_size, device=self.device)
+        per_user = metrics.per_user()
+        write_atomic(self.run_dir / PER_USER, lambda tmp: per_user.to_csv(tmp, index=False))
+        results = {
+            "dataset": self.config.dataset.name,
+            "model": self.config.model.name,
+            "seed": self.config.seed,
+            "num_parameters": count_parameters(self.model),
+            "epochs_run": self.epoch,
+            "best_epoch": best["epoch"],
+            "early_stopping_triggers": self.stopper.triggers,
+            "wall_time_s": round(self.elapsed, 3),
+            "device": str(self.device),
+            "nextloc_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "test": metrics.compute(),
+            "validation": best["validation"],
+            "data": {k: metadata[k] for k in ("num_locations", "num_users", "splits")} | metadata.get("extra", {}),
+        }
+        self._log_hparams(results)
+        return results
+
+    def _log_hparams(self, results: dict) -> None:
+        """One HParams entry: the flattened config and the final validation and test metrics."""
+        hparams = _flatten(asdict(self.config))
+        metrics = {f"hparams/val_{k}": results["validation"][k] for k in REPORTED}
+        metrics |= {f"hparams/test_{k}": results["test"][k] for k in REPORTED}
+        with SummaryWriter(self.run_dir / "tensorboard") as writer:
+            writer.add_hparams(hparams, metrics, run_name=".")
+
+    def _state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "finished": self.finished,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "rng": rng_state(self.generator),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        restore_rng_state(state["rng"], self.generator)
+        self.epoch, self.elapsed, self.finished = state["epoch"], state["elapsed"], state["finished"]
+        log.info("resuming %s after epoch %d", self.run_dir, self.epoch - 1)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; values TensorBoard cannot show become strings."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
