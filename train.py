@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nextloc.config import load_run_config, resumed_config
+from nextloc.config import load_run_config, register_resolvers, resumed_config
 from nextloc.errors import NextlocError
 from nextloc.training.run import run
 
 log = logging.getLogger("nextloc")
 
-OmegaConf.register_new_resolver("nextloc_run_dir", lambda resume, default: resume or default, replace=True)
-OmegaConf.register_new_resolver(
-    "nextloc_output_subdir",
-    lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}" if resume else ".hydra",
-    replace=True,
-)
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

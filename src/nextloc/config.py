@@ -6,6 +6,7 @@ Everything below ``train.py`` receives these dataclasses, never a DictConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,23 @@ from nextloc.models import model_config_class
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def register_resolvers() -> None:
+    """Resolvers that ``conf/config.yaml`` uses for the run directory of ``resume=``."""
+    OmegaConf.register_new_resolver("nextloc_run_dir", lambda resume, default: resume or default, replace=True)
+    OmegaConf.register_new_resolver(
+        "nextloc_output_subdir",
+        lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}" if resume else ".hydra",
+        replace=True,
+    )
+
+
 def _positive(section: str, obj: Any, *keys: str) -> None:
+    """Raise naming ``section.key=value`` for the first key that is not > 0."""
+    prefix = f"{section}." if section else ""
     for key in keys:
         value = getattr(obj, key)
-        if value is None or value <= 0:
-            raise ConfigError(f"{section}.{key}={value} must be > 0")
+        if value <= 0:
+            raise ConfigError(f"{prefix}{key}={value} must be > 0")
 
 
 @dataclass
@@ -51,7 +64,7 @@ class SyntheticConfig:
     n_days: int = 90
     seed: int = 0
     tracked_day_share: float = 0.85
-    explore_prob: float = 0.05
+    explore_prob: float = 0.02
 
     def __post_init__(self) -> None:
         _positive("dataset.synthetic", self, "n_users", "n_days")
@@ -135,7 +148,7 @@ class RunConfig:
     resume: str | None = None  # run directory to continue
 
     def __post_init__(self) -> None:
-        _positive("run", self, "max_epochs")
+        _positive("", self, "max_epochs")
         if self.device not in DEVICES:
             raise ConfigError(f"device='{self.device}' is unknown; choose one of {list(DEVICES)}")
         if self.threads < 0:

@@ -32,7 +32,7 @@ _MIN_CELL_KM = 0.2
 _MARGIN_KM = 0.075  # points keep this distance from their grid-cell border
 _WORK_SCALE_KM = 6.0  # work places are drawn preferring the city centre
 _FAV_SCALE_KM = 2.5  # favourite places are drawn preferring places near home
-_ZIPF_EXPONENT = 1.2
+_ZIPF_EXPONENT = 2.0
 _NEW_PLACE_WEIGHT = 0.25  # explored place weight, relative to the smallest initial weight
 _WORK_SHARE = 0.8
 _MIN_DURATION, _MAX_DURATION = 26, 2 * 1440 - 1
@@ -71,7 +71,7 @@ def generate_staypoints(
     *,
     n_places: int | None = None,
     tracked_day_share: float = 0.85,
-    explore_prob: float = 0.05,
+    explore_prob: float = 0.02,
     start_date: str = "2024-01-01",
     timezone: str = "Asia/Shanghai",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -90,7 +90,7 @@ def generate_staypoints(
     tracked_day_share : float, default 0.85
         Probability that a day is tracked. Each user additionally gets 0-2
         multi-day gaps (3-10 days). Stays starting on untracked days are dropped.
-    explore_prob : float, default 0.05
+    explore_prob : float, default 0.02
         Probability that the next place is a pool place the user never visited.
     start_date : str, default "2024-01-01"
         First simulated local date.

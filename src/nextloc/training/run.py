@@ -25,6 +25,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from nextloc import __version__
+from nextloc.baselines import baseline_accuracy
 from nextloc.config import RunConfig
 from nextloc.data.batches import SplitTensors
 from nextloc.data.datasets import load_dataset
@@ -68,6 +69,7 @@ def run(config: RunConfig, run_dir: str | Path) -> dict:
     trainer = _Trainer(config, model, splits, device, run_dir)
     trainer.fit()
     results = trainer.test(data.metadata)
+    results["baselines"] = baseline_accuracy(data.staypoints["train"], splits["test"])
     write_json(run_dir / RESULTS, results)
     log.info("test: %s", _summary(results["test"]))
     return results

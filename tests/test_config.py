@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from nextloc.config import RunConfig, load_run_config, register_resolvers
+from nextloc.models.lstm import LSTMConfig
+from nextloc.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def load(*overrides: str) -> RunConfig:
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return load_run_config(compose(config_name="config", overrides=list(overrides)))
+
+
+class TestLoadRunConfig:
+    @pytest.mark.parametrize(
+        "override",
+        [f"{group}={option}" for group in ("dataset", "model", "optim", "scheduler", "debug") for option in options(group)],
+    )
+    def test_every_group_option_composes_and_validates(self, override):
+        config = load(override)
+        group, option = override.split("=")
+        if group != "debug":
+            assert getattr(config, group).name == option
+
+    def test_defaults_follow_the_reference(self):
+        """SPEC §5: Adam 1e-3, weight decay 1e-6, warm-up 2 / decay 50 epochs, patience 3, seed 42."""
+        config = load()
+        assert (config.optim.name, config.optim.lr, config.optim.weight_decay) == ("adam", 1e-3, 1e-6)
+        assert (config.scheduler.warmup_epochs, config.scheduler.decay_epochs) == (2, 50)
+        assert (config.early_stopping.patience, config.early_stopping.min_delta) == (3, 0.001)
+        assert (config.seed, config.max_epochs, config.dataset.name) == (42, 100, "synthetic")
+        assert isinstance(config.model, LSTMConfig)
+
+    @pytest.mark.parametrize(
+        "dataset, embed_dim, hidden_size, fc_dropout, batch_size",
+        [("geolife", 32, 128, 0.2, 32), ("diy", 96, 192, 0.1, 256)],
+    )
+    def test_model_sizes_follow_the_dataset(self, dataset, embed_dim, hidden_size, fc_dropout, batch_size):
+        config = load(f"dataset={dataset}")
+        model = config.model
+        assert (model.embed_dim, model.hidden_size, model.fc_dropout) == (embed_dim, hidden_size, fc_dropout)
+        assert config.dataset.batch_size == batch_size
+
+    def test_command_line_overrides_win_over_dataset_sizes(self):
+        assert load("dataset=diy", "model.hidden_size=64").model.hidden_size == 64
+
+    def test_diy_splits_at_80_and_90_percent(self):
+        p = load("dataset=diy").dataset.preprocess
+        assert (p.train_fraction, p.validation_fraction) == (0.8, 0.9)
+
+    @pytest.mark.parametrize(
+        "override, key",
+        [
+            ("model.hidden_size=0", "model.hidden_size=0"),
+            ("model.embed_dim=-4", "model.embed_dim=-4"),
+            ("model.fc_dropout=1.0", "model.fc_dropout=1.0"),
+            ("model.lstm_dropout=-0.1", "model.lstm_dropout=-0.1"),
+            ("optim.lr=0", "optim.lr=0"),
+            ("optim.lr=-0.001", "optim.lr=-0.001"),
+            ("dataset.batch_size=0", "dataset.batch_size=0"),
+            ("early_stopping.patience=0", "early_stopping.patience=0"),
+            ("max_epochs=0", "max_epochs=0"),
+            ("device=tpu", "device='tpu'"),
+            ("model.sequence=zigzag", "model.sequence='zigzag'"),
+        ],
+    )
+    def test_invalid_values_name_the_key_and_value(self, override, key):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load(override)
+
+    def test_unknown_key_is_named(self):
+        with pytest.raises(ConfigError, match="hiden_size"):
+            load("+model.hiden_size=3")
+
+    def test_wrong_type_is_named(self):
+        with pytest.raises(ConfigError, match="batch_size"):
+            load("dataset.batch_size=many")

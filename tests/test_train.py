@@ -1,0 +1,140 @@
+"""``train.py`` end to end through Hydra, in subprocesses, on tiny synthetic data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"correct@1", "correct@3", "correct@5", "correct@10", "rr", "ndcg", "f1", "total",
+               "acc@1", "acc@5", "acc@10", "mrr", "loss", "acc@1_known", "acc@5_known", "mrr_known", "unseen_share"}
+RESULT_KEYS = {"dataset", "model", "seed", "num_parameters", "epochs_run", "best_epoch", "wall_time_s",
+               "nextloc_version", "test", "validation", "baselines", "data"}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """One synthetic data cache shared by every run of the session, as sweep jobs share it."""
+    return tmp_path_factory.mktemp("processed")
+
+
+def train_args(*overrides, data_dir=None, smoke=True):
+    """``train.py`` with the one-minute preset on one thread, unless ``smoke`` is False."""
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags go before the overrides
+    overrides = [o for o in overrides if not o.startswith("-")]
+    args = [sys.executable, "train.py", *flags, *(("debug=smoke", "threads=1") if smoke else ()), *overrides]
+    return args + ([f"dataset.processed_dir={data_dir}"] if data_dir is not None else [])
+
+
+def train(*overrides, data_dir=None, smoke=True, check=True):
+    """Run ``train.py`` and return the completed process."""
+    args = train_args(*overrides, data_dir=data_dir, smoke=smoke)
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def metrics(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "test_results.json").read_text())
+    return {"test": results["test"], "validation": results["validation"], "best_epoch": results["best_epoch"]}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("run") / "a"
+    train(f"hydra.run.dir={run_dir}", "max_epochs=4", data_dir=data_dir)
+    return run_dir
+
+
+class TestTrainRun:
+    def test_run_directory_holds_every_artefact(self, finished_run):
+        """SPEC §7: config, log, TensorBoard events, best checkpoint, results, per-user CSV."""
+        assert (finished_run / ".hydra" / "config.yaml").is_file()
+        assert "epoch 0:" in (finished_run / "train.log").read_text()
+        assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
+        assert (finished_run / "checkpoints" / "best.pt").is_file()
+        per_user = pd.read_csv(finished_run / "test_per_user.csv")
+        results = json.loads((finished_run / "test_results.json").read_text())
+        assert RESULT_KEYS <= set(results)
+        assert METRIC_KEYS <= set(results["test"]) and METRIC_KEYS <= set(results["validation"])
+        assert per_user["total"].sum() == results["test"]["total"]
+        assert per_user["correct@1"].sum() == results["test"]["correct@1"]
+        assert results["epochs_run"] == 4 and 0 <= results["best_epoch"] < 4
+
+    def test_tensorboard_holds_the_hparams_entry(self, finished_run):
+        events = EventAccumulator(str(finished_run / "tensorboard"))
+        events.Reload()
+        hparams = events.PluginTagToContent("hparams")
+        assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+        assert b"model.hidden_size" in hparams["_hparams_/session_start_info"]
+        assert "hparams/val_acc@1" in events.Tags()["scalars"]
+        assert "val/loss" in events.Tags()["scalars"]
+
+    def test_same_seed_gives_identical_metrics(self, finished_run, data_dir, tmp_path):
+        train(f"hydra.run.dir={tmp_path / 'b'}", "max_epochs=4", data_dir=data_dir)
+        assert metrics(tmp_path / "b") == metrics(finished_run)
+
+    def test_killed_run_resumes_to_identical_metrics(self, data_dir, tmp_path):
+        overrides = ["max_epochs=8", "scheduler.warmup_epochs=1", "scheduler.decay_epochs=4"]
+        train(f"hydra.run.dir={tmp_path / 'whole'}", *overrides, data_dir=data_dir)
+        killed = tmp_path / "killed"
+        args = train_args(f"hydra.run.dir={killed}", *overrides, data_dir=data_dir)
+        process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (killed / "checkpoints" / "last.pt").exists() and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (killed / "test_results.json").exists(), "the run finished before it could be killed"
+        train(f"resume={killed}", smoke=False)
+        assert metrics(killed) == metrics(tmp_path / "whole")
+        config = (killed / ".hydra" / "config.yaml").read_text()
+        assert config == (tmp_path / "whole" / ".hydra" / "config.yaml").read_text(), "resume rewrote the config"
+
+    def test_two_job_multirun_leaves_two_complete_runs(self, data_dir, tmp_path):
+        train("-m", f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16", "max_epochs=1", data_dir=data_dir)
+        assert (tmp_path / "multirun.yaml").is_file()
+        sizes = [json.loads((tmp_path / job / "test_results.json").read_text())["num_parameters"] for job in ("0", "1")]
+        assert sizes[0] < sizes[1]
+
+
+class TestUserErrors:
+    def test_missing_processed_data_names_the_folder_and_the_command(self, tmp_path):
+        result = train("dataset=geolife", f"dataset.processed_dir={tmp_path / 'nothing'}",
+                       f"hydra.run.dir={tmp_path / 'run'}", smoke=False, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2
+        assert "python scripts/preprocess.py dataset=geolife" in output
+        assert str(tmp_path / "nothing") in output
+        assert "Traceback" not in output
+
+    def test_invalid_value_stops_with_one_line(self, tmp_path):
+        result = train("model.hidden_size=0", f"hydra.run.dir={tmp_path}", check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2
+        assert "model.hidden_size=0 must be > 0" in output
+        assert "Traceback" not in output
+
+    def test_unknown_group_option_lists_the_choices(self, tmp_path):
+        result = train("dataset=nowhere", f"hydra.run.dir={tmp_path}", smoke=False, check=False)
+        assert result.returncode != 0
+        assert "nowhere" in result.stderr and "synthetic" in result.stderr and "geolife" in result.stderr
+
+    def test_non_finite_loss_stops_without_results(self, data_dir, tmp_path):
+        result = train("scheduler=constant", "optim.lr=1e30", "optim.grad_clip=1e30",
+                       f"hydra.run.dir={tmp_path}", data_dir=data_dir, check=False)
+        assert result.returncode == 2
+        assert "at epoch 0, step" in result.stdout + result.stderr
+        assert not (tmp_path / "test_results.json").exists()
+
+    def test_resume_rejects_other_overrides(self, finished_run):
+        result = train(f"resume={finished_run}", "optim.lr=0.1", smoke=False, check=False)
+        assert result.returncode == 2
+        assert "drop the other overrides" in result.stdout + result.stderr
