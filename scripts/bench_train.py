@@ -6,9 +6,7 @@ Usage::
         --sequence grouped packed [--length-groups 4 8] [--bf16] [--repeat 2]
 
 For each size and option the script trains a fixed number of batches after a
-warm-up, with the project's own pieces (``nextloc.models.lstm.LSTMModel``,
-``nextloc.data.batches.SplitTensors``, Adam + gradient clipping as in
-``training.loop.train_epoch``), and prints
+warm-up and prints
 
 - throughput (training samples/s) and the epoch time extrapolated to the full
   split (GeoLife 7,424 samples -> 232 batches of 32; DIY 150,000 -> 585 of 256);
@@ -20,15 +18,14 @@ warm-up, with the project's own pieces (``nextloc.models.lstm.LSTMModel``,
   warmed caches; the figure includes the torch libraries, about 0.3-0.4 GB);
 - the speedup of each row over the ``reference-like`` row of its size.
 
-Metrics are computed on *every* training batch in every row, so rows compare at
-equal work: the ``reference-like`` row uses the reference's way (a full argsort
-over all classes per batch for the ranks, a second argsort for the positions,
-``topk`` for acc@k, NDCG and MRR from the ranks) together with
-``sequence=packed``; the other rows use ``nextloc.metrics.MetricAccumulator``
-(ranks by counting larger logits, no sort). The project's training loop computes
-no metrics on training batches at all, so for it the metrics share is an upper
-bound of the evaluation pass's cost. The reference-like row approximates the
-reference's 10 s (GeoLife) / 430 s (DIY) per epoch on this 2-core machine.
+The ``reference-like`` row does what the reference does per batch: the packed
+LSTM, Adam with its per-parameter update loop, and every metric computed on
+every training batch with a full argsort over all classes (a second argsort for
+the positions, ``topk`` for acc@k). It approximates the reference's 10 s
+(GeoLife) / 430 s (DIY) per epoch on a 2-core machine. The other rows run
+nextloc's own training step (``LSTMModel`` with the chosen ``sequence`` path,
+``training.optim.build_optimizer``, gradient clipping, no metrics on training
+batches, as in ``training.loop.train_epoch``).
 
 Data. Running the synthetic generator at full DIY scale is slow, so each size's
 training split is built directly as a :class:`SplitTensors` from random but
@@ -147,8 +144,9 @@ def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
     from torch import nn
 
     from nextloc.data.samples import PADDING
-    from nextloc.metrics import MetricAccumulator
+    from nextloc.config import OptimConfig
     from nextloc.models.lstm import LSTMModel
+    from nextloc.training.optim import build_optimizer
 
     torch.set_num_threads(option["threads"])
     torch.manual_seed(seed)
@@ -164,13 +162,15 @@ def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
         length_groups=option["length_groups"],
     )
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
+    reference = option["name"] == REFERENCE
+    if reference:  # the reference's Adam: one update loop per parameter tensor
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
+    else:
+        optimizer = build_optimizer(model.parameters(), OptimConfig())
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(split), generator=generator)
     bs = cfg["batch"]
-    reference = option["name"] == REFERENCE
     bf16 = option["bf16"]
-    accumulator = MetricAccumulator()
     warmup = WARMUP[size]
     total = dict.fromkeys(PHASES, 0.0)
     clock = time.perf_counter
@@ -194,10 +194,8 @@ def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         t4 = clock()
-        if reference:
+        if reference:  # nextloc's training loop computes no metrics on training batches
             reference_metrics(logits.float(), batch.target)
-        else:
-            accumulator.update(logits.float(), batch.target, batch.user, loss)
         t5 = clock()
         if not math.isfinite(value):
             raise RuntimeError(f"loss {value} at batch {i}")
@@ -229,9 +227,10 @@ def options(args) -> list[dict]:
         for sequence in args.sequence:
             for groups in args.length_groups if sequence == "grouped" else [1]:
                 name = f"{sequence}" + (f" g={groups}" if sequence == "grouped" else "")
-                rows.append(dict(name=name, sequence=sequence, length_groups=groups, threads=threads, bf16=False))
+                row = dict(name=name, sequence=sequence, length_groups=groups, threads=threads)
+                rows.append(dict(row, bf16=False))
                 if args.bf16:
-                    rows.append(dict(name=name + " bf16", sequence=sequence, length_groups=groups, threads=threads, bf16=True))
+                    rows.append(dict(row, name=name + " bf16", bf16=True))
     return rows
 
 
@@ -249,7 +248,7 @@ def child(size, option, n_batches, seed) -> dict:
 
 def print_table(results: list[dict]) -> None:
     header = (
-        f"{'size':8} {'option':18} {'thr':>3} {'ms/batch':>9} {'samples/s':>9} {'epoch s':>8} "
+        f"{'size':8} {'option':22} {'thr':>3} {'ms/batch':>9} {'samples/s':>9} {'epoch s':>8} "
         + " ".join(f"{p[:5]:>6}" for p in PHASES)
         + f" {'peakMB':>7} {'speedup':>7}"
     )
@@ -261,7 +260,7 @@ def print_table(results: list[dict]) -> None:
         phase_sum = sum(r["phases"].values())
         shares = " ".join(f"{100 * r['phases'][p] / phase_sum:5.1f}%" for p in PHASES)
         print(
-            f"{r['size']:8} {r['name']:18} {r['threads']:>3} {1000 * r['batch_s']:9.1f} "
+            f"{r['size']:8} {r['name']:22} {r['threads']:>3} {1000 * r['batch_s']:9.1f} "
             f"{r['batch_size'] / r['batch_s']:9.0f} {r['batch_s'] * r['epoch_batches']:8.1f} "
             f"{shares} {r['peak_rss_mb']:7.0f} {speed:6.2f}x"
         )

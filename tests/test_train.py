@@ -98,6 +98,12 @@ class TestTrainRun:
         config = (killed / ".hydra" / "config.yaml").read_text()
         assert config == (tmp_path / "whole" / ".hydra" / "config.yaml").read_text(), "resume rewrote the config"
 
+    def test_resuming_a_finished_run_keeps_its_results(self, finished_run):
+        results = finished_run / "test_results.json"
+        before = (results.read_text(), results.stat().st_mtime_ns)
+        train(f"resume={finished_run}", smoke=False)
+        assert (results.read_text(), results.stat().st_mtime_ns) == before
+
     def test_two_job_multirun_leaves_two_complete_runs(self, data_dir, tmp_path):
         train("-m", f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16", "max_epochs=1", data_dir=data_dir)
         assert (tmp_path / "multirun.yaml").is_file()

@@ -34,7 +34,7 @@ class LSTMConfig:
     use_user: bool = True
     init: str = "reference"
     sequence: str = "grouped"  # how the LSTM skips padding; all give the same model
-    length_groups: int = 4  # for sequence=grouped
+    length_groups: int = 4  # sequence=grouped: at most this many length groups per batch
 
     def __post_init__(self) -> None:
         for key in ("embed_dim", "hidden_size", "num_layers", "length_groups"):

@@ -13,6 +13,7 @@ The run directory holds (SPEC §7)::
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import random
@@ -53,6 +54,9 @@ def run(config: RunConfig, run_dir: str | Path) -> dict:
     set. Returns the content of ``test_results.json``.
     """
     run_dir = Path(run_dir)
+    if config.resume and (run_dir / RESULTS).is_file():
+        log.info("%s has finished already; its results stay as they are", run_dir)
+        return json.loads((run_dir / RESULTS).read_text())
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
