@@ -39,21 +39,55 @@ def _positive(section: str, obj: Any, *keys: str) -> None:
 
 
 @dataclass
-class SampleConfig:
-    """How staypoints become samples (SPEC §3)."""
+class PreprocessConfig:
+    """Raw GPS -> staypoints -> locations -> samples (SPEC §2-3); defaults are GeoLife's.
 
+    Distances in metres, times in minutes. The synthetic data set uses only
+    the sample parameters at the end.
+    """
+
+    raw_dir: str = "data/raw/geolife/Data"
+    timezone: str | None = None  # None: the raw clock (GeoLife: GMT); e.g. Asia/Shanghai
+    dist_threshold: float = 200.0  # staypoints: sliding window radius
+    time_threshold: float = 30.0  # ... and least stay
+    gap_threshold: float = 1440.0  # ... and largest gap between fixes inside a stay
+    include_last: bool = True
+    activity_time_threshold: float = 25.0  # activity staypoints last longer than this
+    min_tracked_days: int = 50  # users need a longer tracked span
+    coverage_window_weeks: int = 10  # sliding window of the coverage filter
+    min_coverage: float | None = None  # DIY: every window's tracked share above this
+    mean_coverage: float | None = None  # DIY: mean window share above this
+    eps: float = 20.0  # DBSCAN radius of locations over the whole data set
+    num_samples: int = 2  # DBSCAN min samples
+    merge_gap: float = 1.0  # merge consecutive staypoints at one location up to this gap
+    n_jobs: int = 0  # worker processes for the per-user steps; 0 = all cores
     previous_day: int = 7
     train_fraction: float = 0.6
     validation_fraction: float = 0.8
     min_history: int = 3
 
     def __post_init__(self) -> None:
-        _positive("dataset.preprocess", self, "previous_day", "min_history")
+        _positive(
+            "dataset.preprocess", self, "dist_threshold", "time_threshold", "gap_threshold", "eps",
+            "num_samples", "coverage_window_weeks", "min_history",
+        )
+        for key in ("activity_time_threshold", "min_tracked_days", "merge_gap", "n_jobs", "previous_day"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"dataset.preprocess.{key}={getattr(self, key)} must be >= 0")
+        for key in ("min_coverage", "mean_coverage"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"dataset.preprocess.{key}={value} not in [0, 1]")
         if not 0.0 < self.train_fraction < self.validation_fraction < 1.0:
             raise ConfigError(
                 f"dataset.preprocess.train_fraction={self.train_fraction} and validation_fraction="
                 f"{self.validation_fraction} need 0 < train < validation < 1; try 0.6 and 0.8"
             )
+
+    def sample_parameters(self) -> dict:
+        """The keyword arguments of :func:`nextloc.data.samples.generate_samples`."""
+        keys = ("previous_day", "train_fraction", "validation_fraction", "min_history")
+        return {key: getattr(self, key) for key in keys}
 
 
 @dataclass
@@ -78,7 +112,7 @@ class DatasetConfig:
     name: str = "synthetic"
     processed_dir: str = "data/processed/synthetic"
     batch_size: int = 32
-    preprocess: SampleConfig = field(default_factory=SampleConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     synthetic: SyntheticConfig | None = None  # set for the generated data set only
 
     def __post_init__(self) -> None:

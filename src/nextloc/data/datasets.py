@@ -1,34 +1,97 @@
-"""Find the processed data set a run asks for, creating the synthetic one when needed."""
+"""Find the processed data set a run asks for, creating it once when it is missing.
+
+A data set lives in ``processed_dir/<key>``, where ``key`` hashes every
+parameter that shapes it, so variants never overwrite each other; a
+``processed_dir`` that itself holds a data set (e.g. one imported from the
+reference's pickles) is used as it is. Creation is serialised by a file lock,
+so concurrent sweep jobs wait for one another instead of building twice, and
+the folder appears in one rename.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from nextloc.config import DatasetConfig
-from nextloc.data.store import METADATA, ProcessedData, read_processed
-from nextloc.data.synthetic import ensure_synthetic
+from nextloc.data.store import FORMAT_VERSION, METADATA, ProcessedData, read_processed
 from nextloc.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
 def load_dataset(config: DatasetConfig) -> ProcessedData:
-    """Read the processed data set of ``config``; generate it first if it is the synthetic one."""
-    if config.synthetic is not None:
-        path = ensure_synthetic(config)
-    else:
-        path = Path(config.processed_dir)
-        if not (path / METADATA).is_file():
-            raise DataError(
-                f"processed data set '{config.name}' not found: no {METADATA} in {path.resolve()}/. "
-                f"Create it with `python scripts/preprocess.py dataset={config.name}` "
-                f"or point dataset.processed_dir at an existing one"
-            )
-    data = read_processed(path)
+    """Read the processed data set of ``config``, creating it first when it is missing."""
+    data = read_processed(prepare_dataset(config))
     log.info(
         "data %s: %d locations, %d users, samples train/validation/test %s",
-        path, data.num_locations - 2, data.num_users - 1,
+        data.metadata.get("name"), data.num_locations - 2, data.num_users - 1,
         "/".join(str(data.metadata["splits"][s]["samples"]) for s in data.metadata["splits"]),
     )
     return data
+
+
+def prepare_dataset(config: DatasetConfig) -> Path:
+    """Path of the processed data set of ``config``; generate or preprocess it if absent."""
+    path = processed_path(config)
+    if (path / METADATA).is_file():
+        return path
+    if config.synthetic is None and not Path(config.preprocess.raw_dir).exists():
+        raise DataError(
+            f"processed data set '{config.name}' not found: no {METADATA} in {path.resolve()}/ and no raw data in "
+            f"{Path(config.preprocess.raw_dir).resolve()}/. Put the raw data there and run "
+            f"`python scripts/preprocess.py dataset={config.name}`, or point dataset.processed_dir at a processed data set "
+            f"(`python scripts/import_pk.py <folder> --trust-pickle` imports the reference's pickles)"
+        )
+    with _lock(path):
+        if not (path / METADATA).is_file():  # nobody made it while we waited
+            _create(config, path)
+    return path
+
+
+def processed_path(config: DatasetConfig) -> Path:
+    """``processed_dir`` itself if it holds a data set, else its sub-folder for these parameters."""
+    base = Path(config.processed_dir)
+    if (base / METADATA).is_file():
+        return base
+    key = hashlib.sha256(json.dumps(dataset_parameters(config), sort_keys=True).encode()).hexdigest()[:12]
+    return base / key
+
+
+def dataset_parameters(config: DatasetConfig) -> dict:
+    """Every parameter that shapes the processed data (not the worker count)."""
+    if config.synthetic is not None:
+        params = {"synthetic": asdict(config.synthetic), "samples": config.preprocess.sample_parameters()}
+    else:
+        params = {"preprocess": {k: v for k, v in asdict(config.preprocess).items() if k != "n_jobs"}}
+    return {"dataset": config.name, **params, "format_version": FORMAT_VERSION}
+
+
+def _create(config: DatasetConfig, path: Path) -> None:
+    # imported here: preprocessing pulls in trackintel and geopandas, which training does not need
+    from nextloc.data.preprocess import preprocess
+    from nextloc.data.synthetic import build_synthetic
+
+    parameters = dataset_parameters(config)
+    if config.synthetic is not None:
+        log.info("generating the synthetic data set into %s", path)
+        build_synthetic(config, path, parameters)
+    else:
+        log.info("preprocessing %s from %s into %s", config.name, config.preprocess.raw_dir, path)
+        preprocess(config, path, parameters)
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -73,7 +73,7 @@ def run(config: RunConfig, run_dir: str | Path) -> dict:
     trainer = _Trainer(config, model, splits, device, run_dir)
     trainer.fit()
     results = trainer.test(data.metadata)
-    results["baselines"] = baseline_accuracy(data.staypoints["train"], splits["test"])
+    results["baselines"] = baseline_accuracy(splits["train"], splits["test"])
     write_json(run_dir / RESULTS, results)
     log.info("test: %s", _summary(results["test"]))
     return results

@@ -1,0 +1,142 @@
+"""Raw GPS readers: GeoLife PLT trees and DIY CSV files, one user at a time.
+
+Both produce position fixes with ``user_id``, ``tracked_at`` (tz-aware),
+``latitude`` and ``longitude``. GeoLife is already split by user on disk;
+DIY CSVs are read in chunks and partitioned by user into Parquet files, so
+that no step ever holds the whole data set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from nextloc.errors import DataError
+
+log = logging.getLogger(__name__)
+
+GEOLIFE_URL = "https://www.microsoft.com/en-us/download/details.aspx?id=52367"
+PLT_HEADER_LINES = 6
+PLT_COLUMNS = ["latitude", "longitude", "zero", "altitude", "days", "date", "time"]
+DIY_COLUMNS = ["user_id", "latitude", "longitude", "tracked_at"]
+FIX_COLUMNS = ["user_id", "tracked_at", "latitude", "longitude"]
+
+
+def geolife_users(raw_dir: Path) -> list[Path]:
+    """The user folders of a GeoLife tree; explains where to get the data if there are none."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(
+            f"GeoLife raw folder {raw_dir.resolve()} does not exist. Download GeoLife 1.3 from {GEOLIFE_URL}, "
+            f"unpack it so that the user folders 000, 001, ... are in {raw_dir}, or set dataset.preprocess.raw_dir"
+        )
+    users = sorted(p for p in raw_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    if not users or not any(any((u / "Trajectory").glob("*.plt")) for u in users):
+        raise DataError(f"{raw_dir.resolve()}: no user folders with Trajectory/*.plt files; is it GeoLife's Data folder?")
+    return users
+
+
+def read_geolife_user(user_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Position fixes of one GeoLife user (GMT clock) and the number of malformed lines skipped."""
+    files = sorted((Path(user_dir) / "Trajectory").glob("*.plt"))
+    if not files:
+        raise DataError(f"{user_dir}: user folder without Trajectory/*.plt files")
+    frames = [
+        pd.read_csv(f, skiprows=PLT_HEADER_LINES, header=None, names=PLT_COLUMNS, dtype=str,
+                    on_bad_lines="skip", engine="python")
+        for f in files
+    ]
+    raw = pd.concat(frames, ignore_index=True)
+    lines = sum(_count_lines(f) - PLT_HEADER_LINES for f in files)
+    fixes = pd.DataFrame(
+        {
+            "user_id": int(Path(user_dir).name),
+            "tracked_at": pd.to_datetime(raw["date"] + " " + raw["time"], format="%Y-%m-%d %H:%M:%S", utc=True, errors="coerce"),
+            "latitude": pd.to_numeric(raw["latitude"], errors="coerce"),
+            "longitude": pd.to_numeric(raw["longitude"], errors="coerce"),
+        }
+    )
+    valid = fixes.notna().all(axis=1) & fixes["latitude"].between(-90, 90) & fixes["longitude"].between(-180, 180)
+    fixes = fixes[valid].sort_values("tracked_at", kind="stable").reset_index(drop=True)
+    return fixes, int(lines - len(fixes))
+
+
+def _count_lines(file: Path) -> int:
+    with open(file, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def diy_files(raw_dir: Path) -> list[Path]:
+    """The CSV files of a DIY folder."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(
+            f"DIY raw folder {raw_dir.resolve()} does not exist; put the DIY CSV files "
+            f"(columns {DIY_COLUMNS}) there or set dataset.preprocess.raw_dir"
+        )
+    files = sorted(raw_dir.glob("*.csv"))
+    if not files:
+        raise DataError(f"{raw_dir.resolve()}: no *.csv files")
+    return files
+
+
+def partition_csv_by_user(files: list[Path], out_dir: Path, chunk_rows: int = 2_000_000) -> dict:
+    """Stream DIY CSVs in chunks into ``out_dir/<user>/<chunk>.parquet``; return counts.
+
+    A chunk already written (from an interrupted earlier run) is skipped.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for file in files:
+        header = pd.read_csv(file, nrows=0).columns
+        missing = [c for c in DIY_COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"{file}: lacks columns {missing}; found {list(header)}")
+        chunks = pd.read_csv(file, usecols=DIY_COLUMNS, dtype={"user_id": str, "tracked_at": str}, chunksize=chunk_rows)
+        for i, chunk in enumerate(tqdm(chunks, desc=f"partition {file.name}", unit="chunk", disable=None)):
+            rows += len(chunk)
+            done = out_dir / ".done" / f"{file.stem}-{i}"
+            if done.exists():
+                continue
+            fixes = _parse_diy_chunk(chunk, file, i * chunk_rows)
+            for user, part in fixes.groupby("user_id", sort=False):
+                user_dir = out_dir / _safe_name(user)
+                user_dir.mkdir(exist_ok=True)
+                part.to_parquet(user_dir / f"{file.stem}-{i}.parquet", index=False)
+            done.parent.mkdir(exist_ok=True)
+            done.touch()
+    return {"rows": rows}
+
+
+def read_partition(user_dir: Path) -> pd.DataFrame:
+    """All fixes of one partitioned user, sorted by time."""
+    fixes = pd.concat([pd.read_parquet(f) for f in sorted(Path(user_dir).glob("*.parquet"))], ignore_index=True)
+    return fixes.sort_values("tracked_at", kind="stable").reset_index(drop=True)
+
+
+def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, first_row: int) -> pd.DataFrame:
+    lat = pd.to_numeric(chunk["latitude"], errors="coerce")
+    lon = pd.to_numeric(chunk["longitude"], errors="coerce")
+    bad = lat.isna() | lon.isna() | ~lat.between(-90, 90) | ~lon.between(-180, 180)
+    if bad.any():
+        row = first_row + int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header line
+        raise DataError(f"{file}:{row}: unparseable coordinates {chunk['latitude'][bad].iloc[0]!r}, {chunk['longitude'][bad].iloc[0]!r}")
+    text = chunk["tracked_at"].astype(str)
+    zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    if not zoned.all():
+        row = first_row + int(np.flatnonzero(~zoned.to_numpy())[0]) + 2
+        raise DataError(f"{file}:{row}: tracked_at {text[~zoned].iloc[0]!r} has no time zone (e.g. +07:00); DIY needs one")
+    tracked_at = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    if tracked_at.isna().any():
+        row = first_row + int(np.flatnonzero(tracked_at.isna().to_numpy())[0]) + 2
+        raise DataError(f"{file}:{row}: tracked_at {text[tracked_at.isna()].iloc[0]!r} is not an ISO 8601 time")
+    return pd.DataFrame({"user_id": chunk["user_id"], "tracked_at": tracked_at, "latitude": lat, "longitude": lon})
+
+
+def _safe_name(user: str) -> str:
+    """A folder name for a raw user id (DIY ids are UUID-like strings)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(user))
