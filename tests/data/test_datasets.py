@@ -1,0 +1,69 @@
+import multiprocessing
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nextloc.config import DatasetConfig, PreprocessConfig, SyntheticConfig
+from nextloc.data import preprocess as preprocess_module
+from nextloc.data.datasets import prepare_dataset, processed_path
+from nextloc.data.store import METADATA, read_processed
+from nextloc.errors import DataError
+
+SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "geolife_sample" / "Data"
+
+
+def tiny_synthetic(tmp_path) -> DatasetConfig:
+    return DatasetConfig(processed_dir=str(tmp_path), synthetic=SyntheticConfig(n_users=4, n_days=60))
+
+
+def _prepare(config, queue):
+    queue.put(str(prepare_dataset(config)))
+
+
+class TestPrepareDataset:
+    def test_concurrent_jobs_build_one_readable_data_set(self, tmp_path):
+        config = tiny_synthetic(tmp_path)
+        queue = multiprocessing.get_context("fork").Queue()
+        jobs = [multiprocessing.get_context("fork").Process(target=_prepare, args=(config, queue)) for _ in range(3)]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join(timeout=120)
+        paths = {queue.get(timeout=5) for _ in jobs}
+        assert all(job.exitcode == 0 for job in jobs)
+        assert len(paths) == 1
+        read_processed(paths.pop())
+        assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [processed_path(config).name]
+
+    def test_a_folder_holding_a_data_set_is_used_as_it_is(self, tmp_path):
+        path = prepare_dataset(tiny_synthetic(tmp_path))
+        geolife = DatasetConfig(name="geolife", processed_dir=str(path))
+        assert prepare_dataset(geolife) == path
+
+    def test_preprocessing_resumes_from_finished_users(self, tmp_path, monkeypatch):
+        """A crash after the per-user stage keeps its results: the re-run computes no staypoints."""
+        config = DatasetConfig(name="geolife", processed_dir=str(tmp_path), preprocess=PreprocessConfig(
+            raw_dir=str(SAMPLE), min_tracked_days=0, eps=100.0, num_samples=1, previous_day=0, min_history=1,
+            train_fraction=0.3, validation_fraction=0.6, n_jobs=1))
+
+        def crash(*args, **kwargs):
+            raise DataError("crash after the per-user stage")
+
+        monkeypatch.setattr(preprocess_module, "generate_locations", crash)
+        with pytest.raises(DataError, match="crash"):
+            prepare_dataset(config)
+        assert not (processed_path(config) / METADATA).exists()
+        monkeypatch.undo()
+
+        def no_recompute(*args, **kwargs):
+            raise AssertionError("a finished user was computed again")
+
+        monkeypatch.setattr(preprocess_module, "generate_user_staypoints", no_recompute)
+        read_processed(prepare_dataset(config))
+
+    def test_different_parameters_give_different_folders(self, tmp_path):
+        config = tiny_synthetic(tmp_path)
+        other = replace(config, preprocess=replace(config.preprocess, previous_day=6))
+        assert processed_path(config) != processed_path(other)
+        assert processed_path(config) == processed_path(replace(config, preprocess=replace(config.preprocess, n_jobs=3)))
