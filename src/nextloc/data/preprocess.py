@@ -147,6 +147,7 @@ def generate_locations(sp: pd.DataFrame, params: PreprocessConfig) -> tuple[pd.D
         method="dbscan", epsilon=params.eps, num_samples=params.num_samples, distance_metric="haversine",
         agg_level="dataset", n_jobs=params.n_jobs or -1,
     )
+    locs = locs[~locs.index.duplicated()]  # agg_level="dataset" repeats a location once per user
     located = gsp[gsp["location_id"].notna()].copy()
     if located.empty:
         raise DataError(f"DBSCAN found no location (eps={params.eps} m, num_samples={params.num_samples}); "

@@ -107,33 +107,22 @@ def generate_positionfixes(
     start = _unix_ns(sp["started_at"])
     finish = _unix_ns(sp["finished_at"])
     interval = round(interval_s * _NS_PER_S)
-
-    # Segments interleaved per stay i: slot 2i is the stay, slot 2i+1 the travel to stay i+1.
-    gap = np.append(start[1:] - finish[:-1], 0)
-    next_lat, next_lon = np.append(lat[1:], 0.0), np.append(lon[1:], 0.0)
-    travel = np.append(user[1:] == user[:-1], False) & (gap > 0) & (gap <= max_gap_h * 3600 * _NS_PER_S)
-    seg_t0 = _interleave(start, finish)
-    seg_first = _interleave(np.zeros_like(start), np.ones_like(start))  # travel starts after finished_at
-    # stays include both ends; travel fixes stay strictly inside the gap
-    seg_count = _interleave((finish - start) // interval + 1, np.where(travel, (gap - 1) // interval, 0))
-    seg_length = _interleave(np.ones_like(start), np.maximum(gap, 1))
-    seg_lat, seg_lon = _interleave(lat, lat), _interleave(lon, lon)
-    seg_dlat = _interleave(np.zeros_like(lat), np.where(travel, next_lat - lat, 0.0))
-    seg_dlon = _interleave(np.zeros_like(lon), np.where(travel, next_lon - lon, 0.0))
+    seg = _segments(user, start, finish, lat, lon, interval, round(max_gap_h * 3600 * _NS_PER_S))
     seg_sigma = _interleave(np.full(len(sp), stay_noise_m), np.full(len(sp), travel_noise_m)) / math.sqrt(2)
 
     # One row per fix: its segment and its step k within the segment.
-    seg = np.repeat(np.arange(len(seg_t0)), seg_count)
-    first_row = np.cumsum(seg_count) - seg_count
-    step_ns = (np.arange(len(seg)) - first_row[seg] + seg_first[seg]) * interval  # (N,)
-    share = step_ns / seg_length[seg]
-    noise = np.random.default_rng(seed).standard_normal((len(seg), 2)) * seg_sigma[seg, None]  # (N, 2) metres
-    fix_lat = seg_lat[seg] + seg_dlat[seg] * share
-    fix_lon = seg_lon[seg] + seg_dlon[seg] * share
+    count = np.maximum((seg["last"] - seg["first"]) // interval + 1, 0)
+    row_seg = np.repeat(np.arange(len(count)), count)  # (N,)
+    first_row = np.cumsum(count) - count
+    step_ns = (np.arange(len(row_seg)) - first_row[row_seg]) * interval + seg["first"][row_seg]  # (N,)
+    share = step_ns / seg["span"][row_seg]  # (N,); on the way in (0, 1), dlat = dlon = 0 at a stay
+    noise = np.random.default_rng(seed).standard_normal((len(row_seg), 2)) * seg_sigma[row_seg, None]  # metres
+    fix_lat = seg["lat"][row_seg] + seg["dlat"][row_seg] * share
+    fix_lon = seg["lon"][row_seg] + seg["dlon"][row_seg] * share
     fixes = pd.DataFrame(
         {
-            "user_id": np.repeat(np.repeat(user, 2), seg_count),
-            "tracked_at": pd.to_datetime(seg_t0[seg] + step_ns, utc=True),
+            "user_id": np.repeat(np.repeat(user, 2), count),
+            "tracked_at": pd.to_datetime(seg["t0"][row_seg] + step_ns, utc=True),
             "latitude": fix_lat + noise[:, 0] / _M_PER_DEG_LAT,
             "longitude": fix_lon + noise[:, 1] / (_M_PER_DEG_LAT * np.cos(np.radians(fix_lat))),
         }
@@ -246,7 +235,9 @@ def write_diy(
             for begin in range(bounds[part], bounds[part + 1], _CHUNK_ROWS):
                 rows = slice(begin, min(begin + _CHUNK_ROWS, bounds[part + 1]))
                 f.write(_to_bytes(_diy_rows(uuids[user_index[rows]], fixes.iloc[rows], timezone)))
-    logger.info("wrote %d fixes in %d DIY CSV files to %s in %.2f s", len(fixes), n_files, folder, time.perf_counter() - tic)
+    logger.info(
+        "wrote %d fixes in %d DIY CSV files to %s in %.2f s", len(fixes), n_files, folder, time.perf_counter() - tic
+    )
 
 
 def diy_user_id(user_id: int) -> str:
@@ -321,6 +312,31 @@ def _place_coords(location_id: np.ndarray, places: pd.DataFrame) -> tuple[np.nda
         raise ValueError(f"{len(unknown)} location ids of the stays are not in places, e.g. {unknown[:5].tolist()}")
     rows = coords.index.get_indexer(location_id)
     return coords["latitude"].to_numpy()[rows], coords["longitude"].to_numpy()[rows]
+
+
+def _segments(user, start, finish, lat, lon, interval: int, max_gap_ns: int) -> dict[str, np.ndarray]:
+    """Stays and the ways between them as interleaved segments: 2i is stay i, 2i+1 the way to stay i+1.
+
+    A segment's fixes lie at times ``t0 + offset`` for offsets ``first, first +
+    interval, ...`` up to ``last`` (inclusive), at ``(lat, lon) + share * (dlat, dlon)``
+    with ``share = offset / span``. A stay covers both its ends; a way starts
+    one interval after ``finished_at`` and ends before the next ``started_at``;
+    an untracked gap has ``last < first`` (no fixes).
+    """
+    n = len(start)  # the last stay of all has no way onwards; [:n] keeps n = 0 working
+    gap = np.append(start[1:] - finish[:-1], 0)[:n]
+    tracked = np.append(user[1:] == user[:-1], False)[:n] & (gap > 0) & (gap <= max_gap_ns)
+    next_lat, next_lon = np.append(lat[1:], 0.0)[:n], np.append(lon[1:], 0.0)[:n]
+    return {
+        "t0": _interleave(start, finish),
+        "first": _interleave(np.zeros_like(start), np.full_like(start, interval)),
+        "last": _interleave(finish - start, np.where(tracked, gap - 1, -1)),
+        "span": _interleave(np.ones_like(start), np.maximum(gap, 1)),
+        "lat": _interleave(lat, lat),
+        "lon": _interleave(lon, lon),
+        "dlat": _interleave(np.zeros_like(lat), np.where(tracked, next_lat - lat, 0.0)),
+        "dlon": _interleave(np.zeros_like(lon), np.where(tracked, next_lon - lon, 0.0)),
+    }
 
 
 def _unix_ns(times: pd.Series) -> np.ndarray:
