@@ -23,12 +23,12 @@ def load(*overrides: str) -> RunConfig:
 class TestLoadRunConfig:
     @pytest.mark.parametrize(
         "override",
-        [f"{group}={option}" for group in ("dataset", "model", "optim", "scheduler", "debug") for option in options(group)],
+        [f"{group}={option}" for group in ("dataset", "model", "optim", "scheduler", "debug", "experiment") for option in options(group)],
     )
     def test_every_group_option_composes_and_validates(self, override):
         config = load(override)
         group, option = override.split("=")
-        if group != "debug":
+        if group not in ("debug", "experiment"):
             assert getattr(config, group).name == option
 
     def test_defaults_follow_the_reference(self):
@@ -84,3 +84,14 @@ class TestLoadRunConfig:
     def test_wrong_type_is_named(self):
         with pytest.raises(ConfigError, match="batch_size"):
             load("dataset.batch_size=many")
+
+
+class TestExperiments:
+    @pytest.mark.parametrize("name, dataset, hidden_size", [("lstm_geolife", "geolife", 128), ("lstm_diy", "diy", 192)])
+    def test_experiment_selects_its_dataset_and_sizes(self, name, dataset, hidden_size):
+        config = load(f"experiment={name}")
+        assert (config.dataset.name, config.model.hidden_size, config.model.init) == (dataset, hidden_size, "reference")
+
+    @pytest.mark.parametrize("file", sorted((CONF / "experiment").glob("*.yaml")))
+    def test_experiment_file_names_its_command(self, file):
+        assert f"python train.py experiment={file.stem}" in file.read_text().splitlines()[1]

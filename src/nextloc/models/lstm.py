@@ -100,6 +100,7 @@ class LastStepLSTM(nn.Module):
 
     def __init__(self, input_size, hidden_size, num_layers, dropout, sequence="grouped", length_groups=4) -> None:
         super().__init__()
+        dropout = dropout if num_layers > 1 else 0.0  # it only acts between layers
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
         self.sequence, self.length_groups = sequence, length_groups
 

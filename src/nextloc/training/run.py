@@ -3,6 +3,7 @@
 The run directory holds (SPEC §7)::
 
     .hydra/config.yaml         the composed config (written by Hydra)
+    run_config.json            the validated config; a directory serves one config only
     train.log                  everything logged (written by Hydra's logging)
     tensorboard/               scalars per epoch, and the HParams entry of the run
     checkpoints/best.pt        weights of the best validation epoch
@@ -19,6 +20,7 @@ import platform
 import random
 import time
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +44,23 @@ from nextloc.training.optim import build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 RESULTS = "test_results.json"
+CONFIG = "run_config.json"
 PER_USER = "test_per_user.csv"
 BEST, LAST = "checkpoints/best.pt", "checkpoints/last.pt"
 REPORTED = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1", "loss")
 
 
-def run(config: RunConfig, run_dir: str | Path) -> dict:
+def run(config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train and test one model as ``config`` says, writing every artefact into ``run_dir``.
 
-    Continues from ``run_dir/checkpoints/last.pt`` when ``config.resume`` is
-    set. Returns the content of ``test_results.json``.
+    Continues from ``run_dir/checkpoints/last.pt`` when that directory ran the
+    same config before. ``on_epoch(epoch, validation_metrics)`` is called after
+    every epoch (a search reports to its pruner there and may raise to stop
+    the run). Returns the content of ``test_results.json``.
     """
     run_dir = Path(run_dir)
-    if config.resume and (run_dir / RESULTS).is_file():
+    _claim(run_dir, config)
+    if (run_dir / RESULTS).is_file():
         log.info("%s has finished already; its results stay as they are", run_dir)
         return json.loads((run_dir / RESULTS).read_text())
     if config.threads:
@@ -70,13 +76,35 @@ def run(config: RunConfig, run_dir: str | Path) -> dict:
     _seed_everything(config.seed)
     model = build_model(config.model, data.num_locations, data.num_users).to(device)
     log.info("model %s: %d parameters, device %s", config.model.name, count_parameters(model), device)
-    trainer = _Trainer(config, model, splits, device, run_dir)
+    trainer = _Trainer(config, model, splits, device, run_dir, on_epoch)
     trainer.fit()
     results = trainer.test(data.metadata)
     results["baselines"] = baseline_accuracy(splits["train"], splits["test"])
     write_json(run_dir / RESULTS, results)
     log.info("test: %s", _summary(results["test"]))
     return results
+
+
+def _claim(run_dir: Path, config: RunConfig) -> None:
+    """Record the run's config in its directory, or check that a directory in use ran the same config.
+
+    A directory with the same config continues (``resume=``, or a sweep
+    started again in the same sweep directory); one with another config is
+    refused, so results are never overwritten.
+    """
+    settings = _settings(config)
+    file = run_dir / CONFIG
+    if not file.is_file():
+        write_json(file, settings)
+    elif json.loads(file.read_text()) != settings:
+        raise ConfigError(f"{run_dir} holds a run with another config; give this run a directory of its own")
+
+
+def _settings(config: RunConfig) -> dict:
+    """The config as JSON values, without ``resume`` (which only says where a run continues)."""
+    settings = json.loads(json.dumps(asdict(config)))
+    settings.pop("resume")
+    return settings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,8 +129,9 @@ def _summary(metrics: dict) -> str:
 class _Trainer:
     """The mutable state of one run's training: what a checkpoint saves and restores."""
 
-    def __init__(self, config: RunConfig, model, splits, device, run_dir: Path) -> None:
+    def __init__(self, config: RunConfig, model, splits, device, run_dir: Path, on_epoch=None) -> None:
         self.config, self.model, self.splits, self.device, self.run_dir = config, model, splits, device, run_dir
+        self.on_epoch = on_epoch
         self.batch_size = config.dataset.batch_size
         self.optimizer = build_optimizer(model.parameters(), config.optim)
         batches = splits["train"].num_batches(self.batch_size, drop_last=True)
@@ -112,7 +141,7 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch, self.elapsed = 0, 0.0
         self.finished = False
-        if config.resume and (run_dir / LAST).is_file():
+        if (run_dir / LAST).is_file():  # _claim checked that it is this config's
             self._restore(load_checkpoint(run_dir / LAST))
 
     def fit(self) -> None:
@@ -156,6 +185,8 @@ class _Trainer:
             writer.add_scalar(f"val/{key}", validation[key], epoch)
         writer.flush()
         save_checkpoint(self.run_dir / LAST, self._state())
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, validation)
 
     def test(self, metadata: dict) -> dict:
         """Evaluate the best checkpoint on the test split; write the per-user CSV; return the results."""
@@ -180,6 +211,7 @@ class _Trainer:
             "test": metrics.compute(),
             "validation": best["validation"],
             "data": {k: metadata[k] for k in ("num_locations", "num_users", "splits")} | metadata.get("extra", {}),
+            "config": _settings(self.config),
         }
         self._log_hparams(results)
         return results

@@ -1,0 +1,89 @@
+"""One table of a sweep's jobs, and mean ± std over seeds per configuration.
+
+A job is a run directory with ``.hydra/overrides.yaml``; its status is
+``finished`` (``test_results.json``), ``failed`` (``failed.json``),
+``pruned`` (``pruned.json``, an Optuna trial stopped early) or ``incomplete``. Ranking always uses a validation metric, never a test one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from nextloc.training.run import RESULTS
+
+METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1")
+FACTS = ("num_parameters", "epochs_run", "best_epoch", "wall_time_s")
+
+
+def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job under ``sweep_dir``: its overrides, status, metrics and facts."""
+    rows = []
+    for overrides_file in sorted(Path(sweep_dir).glob("**/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [] if "=" in o)
+        row = {"job": str(job_dir.relative_to(sweep_dir)), **overrides, "status": "incomplete", "error": ""}
+        if (job_dir / RESULTS).is_file():
+            results = json.loads((job_dir / RESULTS).read_text())
+            row["status"] = "finished"
+            row |= {f"val_{m}": results["validation"][m] for m in METRICS}
+            row |= {f"test_{m}": results["test"][m] for m in METRICS}
+            row |= {fact: results[fact] for fact in FACTS}
+        else:
+            for status in ("failed", "pruned"):  # written by train.py's multirun and by tuning
+                if (job_dir / f"{status}.json").is_file():
+                    row |= {"status": status, "error": json.loads((job_dir / f"{status}.json").read_text())["error"]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def swept_keys(jobs: pd.DataFrame) -> list[str]:
+    """Override keys (columns before ``status``) whose value differs between jobs."""
+    keys = list(jobs.columns[1 : list(jobs.columns).index("status")])
+    return [k for k in keys if jobs[k].nunique(dropna=False) > 1]
+
+
+def rank_jobs(jobs: pd.DataFrame, metric: str = "acc@1") -> pd.DataFrame:
+    """Jobs ordered by validation ``metric``, best first; failed and incomplete jobs last."""
+    column = f"val_{metric}"
+    if column not in jobs:
+        return jobs
+    return jobs.sort_values(column, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def group_seeds(jobs: pd.DataFrame, metric: str = "acc@1") -> pd.DataFrame:
+    """Mean and std over seeds of each configuration's finished jobs, ranked by validation ``metric``."""
+    finished = jobs[jobs["status"] == "finished"]
+    if finished.empty:
+        return pd.DataFrame()
+    keys = [k for k in swept_keys(jobs) if k != "seed"]
+    columns = [f"{split}_{m}" for split in ("val", "test") for m in METRICS]
+    grouped = finished.groupby(keys, dropna=False) if keys else finished.groupby(lambda _: "all")
+    table = grouped[columns].agg(["mean", "std"])
+    table.columns = [f"{c}_{stat}" for c, stat in table.columns]
+    table.insert(0, "seeds", grouped.size())
+    table = table.sort_values(f"val_{metric}_mean", ascending=False).reset_index()
+    return table.rename(columns={"index": "configuration"})
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table; numbers with 2 decimals."""
+    def cell(value):
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def mean_std_table(grouped: pd.DataFrame, keys: list[str], metrics=("acc@1", "mrr")) -> pd.DataFrame:
+    """``mean ± std`` strings per configuration for the paper-style table."""
+    out = grouped[[*keys, "seeds"]].copy()
+    for split in ("val", "test"):
+        for m in metrics:
+            mean, std = grouped[f"{split}_{m}_mean"], grouped[f"{split}_{m}_std"].fillna(0.0)
+            out[f"{split}_{m}"] = [f"{a:.2f} ± {b:.2f}" for a, b in zip(mean, std)]
+    return out

@@ -1,0 +1,145 @@
+"""Hyperparameter search with Optuna: a search space, trials as nextloc runs, pruning by epoch.
+
+Each trial is a complete run directory ``<study dir>/trial_<n>/`` (with
+``.hydra/overrides.yaml``, so ``scripts/summarize.py`` reads a study like a
+sweep). The objective is the best epoch's validation metric, never a test one;
+every epoch reports the validation metric so the pruner can stop hopeless
+trials early.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+
+from nextloc.config import RunConfig
+from nextloc.errors import ConfigError, NextlocError
+from nextloc.io import write_atomic, write_json
+from nextloc.training.run import run
+
+log = logging.getLogger(__name__)
+PRUNERS = ("median", "halving", "none")
+STORAGE_FILE = "study.db"
+
+
+@dataclass
+class Parameter:
+    """One searched key: ``float`` / ``int`` between ``low`` and ``high`` (``log`` scale optional), or ``categorical``."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ConfigError(f"search space: {self.name} is categorical but has no choices")
+        elif self.type in ("float", "int"):
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ConfigError(f"search space: {self.name} needs low < high, got {self.low} and {self.high}")
+        else:
+            raise ConfigError(f"search space: {self.name} has type '{self.type}'; choose float, int or categorical")
+
+    def suggest(self, trial: optuna.Trial):
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_categorical(self.name, self.choices)
+
+
+def search_space(spec: dict) -> list[Parameter]:
+    """Parameters from ``{key: {type, low, high, log, choices}}`` (``conf/hparams_search/*.yaml``)."""
+    try:
+        return [Parameter(name, **options) for name, options in spec.items()]
+    except TypeError as err:
+        raise ConfigError(f"search space: {err}") from None
+
+
+def build_pruner(name: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"pruner '{name}' is unknown; choose one of {list(PRUNERS)}")
+
+
+def optimize(
+    compose: Callable[[list[str]], RunConfig],
+    overrides: list[str],
+    space: list[Parameter],
+    study_dir: Path,
+    *,
+    n_trials: int,
+    metric: str = "acc@1",
+    study_name: str = "nextloc",
+    storage: str | None = None,
+    sampler_seed: int = 0,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    """Run ``n_trials`` more trials of the study (created, or loaded to resume or extend it).
+
+    ``compose(overrides)`` turns command-line overrides into a validated
+    :class:`RunConfig`; the trial's suggestions are appended to ``overrides``.
+    The study is stored in ``storage`` (default: SQLite in ``study_dir``), so
+    several workers can share it and Optuna's own tools can read it.
+    """
+    study_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage or f"sqlite:///{(study_dir / STORAGE_FILE).resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        pruner=pruner or optuna.pruners.MedianPruner(),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        trial_overrides = overrides + [f"{p.name}={p.suggest(trial)}" for p in space]
+        run_dir = study_dir / f"trial_{trial.number}"
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / ".hydra" / "overrides.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(trial_overrides)))
+
+        def report(epoch: int, validation: dict) -> None:
+            trial.report(validation[metric], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: validation {metric} {validation[metric]:.2f}")
+
+        with _log_to(run_dir / "train.log"):
+            try:
+                results = run(compose(trial_overrides), run_dir, on_epoch=report)
+            except optuna.TrialPruned as pruned:
+                write_json(run_dir / "pruned.json", {"status": "pruned", "error": str(pruned)})
+                raise
+            except NextlocError as err:
+                write_json(run_dir / "failed.json", {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+                raise
+        return results["validation"][metric]
+
+    study.optimize(objective, n_trials=n_trials, catch=(NextlocError,))
+    return study
+
+
+@contextmanager
+def _log_to(file: Path):
+    """Also log into a trial's own ``train.log``, as Hydra does for a run."""
+    handler = logging.FileHandler(file)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,134 @@
+"""Sweeps end to end: launchers, failures, restarts, the summary and Optuna searches."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["debug=smoke", "max_epochs=2"]
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return f"dataset.processed_dir={tmp_path_factory.mktemp('processed')}"
+
+
+def results(job_dir: Path) -> dict:
+    return json.loads((job_dir / "test_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory, data_dir):
+    """Four jobs: hidden size 8 with seeds 1 and 2 finish; hidden size -1 fails for both seeds."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={sweep}", "seed=1,2", "model.hidden_size=8,-1")
+    return sweep
+
+
+class TestMultirun:
+    def test_a_failed_job_is_recorded_and_the_others_go_on(self, seed_sweep):
+        failed = [p.parent.name for p in seed_sweep.glob("*/failed.json")]
+        finished = [p.parent.name for p in seed_sweep.glob("*/test_results.json")]
+        assert len(failed) == 2 and len(finished) == 2
+        error = json.loads((seed_sweep / failed[0] / "failed.json").read_text())["error"]
+        assert "model.hidden_size=-1 must be > 0" in error
+
+    def test_restart_in_the_same_sweep_dir_skips_finished_jobs(self, seed_sweep, data_dir):
+        finished = sorted(seed_sweep.glob("*/test_results.json"))
+        before = [(p.read_text(), p.stat().st_mtime_ns) for p in finished]
+        out = run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={seed_sweep}",
+                  "seed=1,2", "model.hidden_size=8,-1")
+        assert [(p.read_text(), p.stat().st_mtime_ns) for p in finished] == before
+        assert "has finished already" in out.stdout + out.stderr
+
+    def test_joblib_jobs_run_in_parallel_with_their_share_of_the_cores(self, tmp_path, data_dir):
+        run("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SMOKE, data_dir,
+            f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16")
+        threads = [json.loads((tmp_path / job / "run_config.json").read_text())["threads"] for job in ("0", "1")]
+        assert threads == [max(1, (os.cpu_count() or 1) // 2)] * 2
+        assert all((tmp_path / job / "test_results.json").is_file() for job in ("0", "1"))
+
+    def test_submitit_local_runs_a_job_as_its_own_process(self, tmp_path, data_dir):
+        run("train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", *SMOKE, data_dir,
+            f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8")
+        assert results(tmp_path / "0")["config"]["threads"] == 1
+        assert list((tmp_path / ".submitit").glob("*/*_log.out"))
+
+
+class TestSummarize:
+    def test_table_lists_every_job_ranked_by_validation_with_failures_last(self, seed_sweep):
+        run("scripts/summarize.py", str(seed_sweep))
+        table = pd.read_csv(seed_sweep / "summary.csv")
+        assert len(table) == 4
+        assert list(table["status"]) == ["finished", "finished", "failed", "failed"]
+        assert table["val_acc@1"].iloc[0] >= table["val_acc@1"].iloc[1]
+        assert table["error"].iloc[2].startswith("ConfigError")
+        assert (seed_sweep / "summary.md").read_text().startswith("| job |")
+
+    def test_seeds_of_one_configuration_are_grouped_with_mean_and_std(self, seed_sweep):
+        run("scripts/summarize.py", str(seed_sweep))
+        grouped = pd.read_csv(seed_sweep / "summary_by_config.csv")
+        jobs = pd.read_csv(seed_sweep / "summary.csv")
+        finished = jobs[jobs["status"] == "finished"]["test_acc@1"]
+        assert len(grouped) == 1 and grouped["seeds"].iloc[0] == 2
+        assert grouped["test_acc@1"].iloc[0] == f"{finished.mean():.2f} ± {finished.std():.2f}"
+
+    def test_plot_writes_a_figure_per_swept_key(self, seed_sweep):
+        run("scripts/summarize.py", str(seed_sweep), "--plot")
+        assert (seed_sweep / "plots" / "val_acc@1_vs_model.hidden_size.png").stat().st_size > 0
+
+
+def tune(study_dir, *args, check=True):
+    return run("scripts/tune.py", *SMOKE, "threads=1", "--dir", str(study_dir), "--pruner-startup-trials", "1",
+               "--pruner-warmup-epochs", "0", *args, check=check)
+
+
+class TestTune:
+    def test_study_prunes_a_hopeless_trial_and_resumes(self, tmp_path, data_dir):
+        """Trial 0 learns; trial 1 has lr 1e-4 and is below trial 0's curve from its first epoch on."""
+        storage = f"sqlite:///{tmp_path / 'study.db'}"
+        study = optuna.create_study(study_name="lstm", storage=storage, direction="maximize")
+        base = {"model.embed_dim": 32, "model.hidden_size": 64, "model.num_layers": 1, "model.fc_dropout": 0.1,
+                "dataset.batch_size": 32}
+        study.enqueue_trial(base | {"optim.lr": 3e-3})
+        study.enqueue_trial(base | {"optim.lr": 1e-4, "model.hidden_size": 64})
+        tune(tmp_path, data_dir, "max_epochs=4", "--n-trials", "2")
+        states = [t.state for t in optuna.load_study(study_name="lstm", storage=storage).trials]
+        assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+        assert (tmp_path / "trial_1" / "pruned.json").is_file()
+        tune(tmp_path, data_dir, "max_epochs=4", "--n-trials", "1")
+        assert len(optuna.load_study(study_name="lstm", storage=storage).trials) == 3
+
+    def test_objective_is_the_best_validation_metric(self, tmp_path, data_dir):
+        tune(tmp_path, data_dir, "--n-trials", "1", "--pruner", "none")
+        study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'study.db'}")
+        assert study.trials[0].value == results(tmp_path / "trial_0")["validation"]["acc@1"]
+
+    def test_two_workers_share_one_study(self, tmp_path, data_dir):
+        storage = f"sqlite:///{tmp_path / 'shared.db'}"
+        args = [sys.executable, "scripts/tune.py", *SMOKE, "threads=1", data_dir, "--storage", storage,
+                "--study-name", "shared", "--n-trials", "1", "--pruner", "none"]
+        workers = [subprocess.Popen([*args, "--dir", str(tmp_path / f"worker{i}")], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        assert all(w.wait(timeout=600) == 0 for w in workers), [w.stderr.read()[-2000:] for w in workers]
+        trials = optuna.load_study(study_name="shared", storage=storage).trials
+        assert sorted(t.number for t in trials) == [0, 1]
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+    def test_bad_override_stops_before_any_trial(self, tmp_path):
+        result = tune(tmp_path, "model.hidden_size=0", "--n-trials", "1", check=False)
+        assert result.returncode == 2 and "model.hidden_size=0" in result.stderr
+        assert not (tmp_path / "trial_0").exists()
