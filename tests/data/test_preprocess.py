@@ -14,6 +14,7 @@ import pytest
 import trackintel as ti
 
 from nextloc.config import DatasetConfig, PreprocessConfig
+from nextloc.data import preprocess as preprocess_module
 from nextloc.data import raw
 from nextloc.data.datasets import prepare_dataset
 from nextloc.data.samples import SPLITS
@@ -179,3 +180,27 @@ class TestBadInput:
         )
         assert run.returncode == 2
         assert "scripts/preprocess.py dataset=geolife" in run.stderr and "Traceback" not in run.stderr
+
+
+class TestStaypointTimeFeatures:
+    def frame(self):
+        """One user: a stay from 2024-01-01 23:30 GMT for 90 minutes, and one on the next GMT day."""
+        return pd.DataFrame({
+            "user_id": ["7", "7"], "location_id": [3, 4],
+            "started_at": pd.to_datetime(["2024-01-01 23:30", "2024-01-02 10:00"], utc=True),
+            "finished_at": pd.to_datetime(["2024-01-02 01:00", "2024-01-05 10:00"], utc=True),
+        })
+
+    def test_gmt_clock_by_default(self):
+        features = preprocess_module.staypoint_time_features(self.frame(), None)
+        assert features["start_min"].tolist() == [23 * 60 + 30, 600]
+        assert features["start_day"].tolist() == [0, 1]
+        assert features["weekday"].tolist() == [0, 1]  # 2024-01-01 is a Monday
+        assert features["duration"].tolist() == [90, 2879]  # capped at 2 days - 1 minute
+
+    def test_timezone_gives_local_time(self):
+        """Asia/Shanghai is GMT+8: the first stay starts at 07:30 on Tuesday, the second at 18:00 the same day."""
+        features = preprocess_module.staypoint_time_features(self.frame(), "Asia/Shanghai")
+        assert features["start_min"].tolist() == [7 * 60 + 30, 18 * 60]
+        assert features["start_day"].tolist() == [0, 0]
+        assert features["weekday"].tolist() == [1, 1]

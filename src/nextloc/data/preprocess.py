@@ -53,7 +53,7 @@ def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
     stats |= filter_stats
     sp, locations, location_stats = generate_locations(sp, params)
     stats |= location_stats
-    sample_set = generate_samples(_time_features(sp, params.timezone), **params.sample_parameters())
+    sample_set = generate_samples(staypoint_time_features(sp, params.timezone), **params.sample_parameters())
     stats |= _sample_statistics(sample_set)
     write_processed(out, sample_set, name=config.name, parameters=parameters, locations=locations,
                     extra={"statistics": stats})
@@ -168,7 +168,7 @@ def generate_locations(sp: pd.DataFrame, params: PreprocessConfig) -> tuple[pd.D
     return merged, table, stats
 
 
-def _time_features(sp: pd.DataFrame, timezone: str | None) -> pd.DataFrame:
+def staypoint_time_features(sp: pd.DataFrame, timezone: str | None) -> pd.DataFrame:
     """start_day (since the user's first local date), start_min, weekday and duration in minutes."""
     started = pd.to_datetime(sp["started_at"], utc=True)
     finished = pd.to_datetime(sp["finished_at"], utc=True)
