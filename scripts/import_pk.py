@@ -15,14 +15,13 @@ files' sha256 and that it has no location table. Errors: one line, exit code 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
 
 from nextloc.data.reference_pickle import find_reference_files, load_reference_pickles, sample_set_from_reference
 from nextloc.data.samples import SPLITS
-from nextloc.data.store import write_processed
+from nextloc.data.store import file_checksum, write_processed
 from nextloc.errors import NextlocError
 
 log = logging.getLogger("import_pk")
@@ -64,7 +63,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--name", help="data set name in the metadata (default: the prefix without 'dataSet_', e.g. geolife)"
     )
-    parser.add_argument("--out", type=Path, help="output folder, must not exist (default: data/processed/<name>)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder, must not exist (default: data/processed/<name>-reference)"
+    )
+    parser.add_argument("--num-locations", type=int, help="the reference's total_loc_num, e.g. 1187 for GeoLife")
+    parser.add_argument("--num-users", type=int, help="the reference's total_user_num, e.g. 46 for GeoLife")
     return parser.parse_args(argv)
 
 
@@ -75,17 +78,20 @@ def _import(args: argparse.Namespace) -> None:
     files = find_reference_files(args.folder, args.prefix)
     prefix = files["train"].name.removesuffix("_train.pk")
     name = args.name or _default_name(prefix)
-    out = args.out or Path("data/processed") / name
+    # not data/processed/<name>: that folder holds this project's own preprocessing variants
+    out = args.out or Path("data/processed") / f"{name}-reference"
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another --out")
 
     samples_by_split = load_reference_pickles(args.folder, prefix)
-    sample_set = sample_set_from_reference(samples_by_split, sources={s: str(f) for s, f in files.items()})
+    sample_set = sample_set_from_reference(
+        samples_by_split, {s: str(f) for s, f in files.items()}, args.num_locations, args.num_users
+    )
     for split in SPLITS:
         samples = sample_set.samples[split]
         steps = int((samples["history_end"] - samples["history_start"]).sum())
         log.info("%s: %d samples, %d history steps", split, len(samples), steps)
-    checksums = {f.name: {"split": s} | _checksum(f) for s, f in files.items()}
+    checksums = {f.name: {"split": s} | file_checksum(f) for s, f in files.items()}
     write_processed(
         out,
         sample_set,
@@ -107,14 +113,6 @@ def _default_name(prefix: str) -> str:
         if prefix.startswith(lead) and len(prefix) > len(lead):
             return prefix[len(lead):]
     return prefix
-
-
-def _checksum(file: Path) -> dict:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"bytes": file.stat().st_size, "sha256": digest.hexdigest()}
 
 
 if __name__ == "__main__":

@@ -10,32 +10,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-
-from nextloc.config import load_run_config, register_resolvers
+from nextloc.config import compose_run_config
 from nextloc.data.datasets import prepare_dataset, processed_path
 from nextloc.data.preprocess import format_statistics
 from nextloc.data.store import METADATA, read_metadata
 from nextloc.errors import NextlocError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("nextloc.preprocess")
 
 
 def main(overrides: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-        config = load_run_config(cfg)
+        config = compose_run_config(overrides)
         existed = (processed_path(config.dataset) / METADATA).is_file()
         path = prepare_dataset(config.dataset)
-    except (HydraException, OmegaConfBaseException, NextlocError) as err:
+    except NextlocError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if existed:  # a new data set has logged its statistics already

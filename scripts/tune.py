@@ -20,25 +20,12 @@ import sys
 from pathlib import Path
 
 import optuna
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from nextloc.config import RunConfig, load_run_config, register_resolvers
+from nextloc.config import CONF_DIR, compose_run_config
 from nextloc.errors import ConfigError, NextlocError
 from nextloc.tuning import PRUNERS, build_pruner, optimize, search_space
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def compose_run_config(overrides: list[str]) -> RunConfig:
-    """The validated config of ``train.py <overrides>``."""
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return load_run_config(compose(config_name="config", overrides=overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
 
 
 def main(argv: list[str]) -> int:
@@ -54,7 +41,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dir", type=Path, help="study directory (default: outputs/tune/<study name>)")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    register_resolvers()
     try:
         settings = _search_settings(args.search)
         name = args.study_name or args.search
@@ -86,7 +72,7 @@ def _given(value, default):
 
 
 def _search_settings(search: str) -> dict:
-    file = CONF / "hparams_search" / f"{search}.yaml"
+    file = CONF_DIR / "hparams_search" / f"{search}.yaml"
     if not file.is_file():
         choices = sorted(p.stem for p in file.parent.glob("*.yaml"))
         raise ConfigError(f"--search {search}: no {file}; choose one of {choices}")

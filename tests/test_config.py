@@ -1,13 +1,9 @@
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-
-from nextloc.config import RunConfig, load_run_config, register_resolvers
+from nextloc.config import CONF_DIR, RunConfig, compose_run_config
 from nextloc.models.lstm import LSTMConfig
 from nextloc.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 
 
 def options(group: str) -> list[str]:
@@ -15,9 +11,7 @@ def options(group: str) -> list[str]:
 
 
 def load(*overrides: str) -> RunConfig:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return load_run_config(compose(config_name="config", overrides=list(overrides)))
+    return compose_run_config(list(overrides))
 
 
 class TestLoadRunConfig:
@@ -67,6 +61,9 @@ class TestLoadRunConfig:
             ("optim.lr=0", "optim.lr=0"),
             ("optim.lr=-0.001", "optim.lr=-0.001"),
             ("dataset.batch_size=0", "dataset.batch_size=0"),
+            ("dataset.batch_size=1", "dataset.batch_size=1"),
+            ("optim.betas=[0.9]", r"optim.betas=\[0.9\]"),
+            ("dataset=geolife dataset.preprocess.timezone=Mars/Olympus", "timezone='Mars/Olympus'"),
             ("early_stopping.patience=0", "early_stopping.patience=0"),
             ("max_epochs=0", "max_epochs=0"),
             ("device=tpu", "device='tpu'"),
@@ -75,7 +72,7 @@ class TestLoadRunConfig:
     )
     def test_invalid_values_name_the_key_and_value(self, override, key):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            load(override)
+            load(*override.split())
 
     def test_unknown_key_is_named(self):
         with pytest.raises(ConfigError, match="hiden_size"):

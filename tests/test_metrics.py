@@ -178,3 +178,9 @@ class TestMetricAccumulator:
         mine = user == 2
         expected = slow_metrics(logits[mine], target[mine])
         assert {k: pytest.approx(v) for k, v in expected.items()} == {k: row[k] for k in expected}
+
+
+class TestNonFiniteLogits:
+    def test_a_nan_target_logit_ranks_last(self):
+        """NaN compares false with everything; counted naively it would rank first."""
+        assert target_ranks(torch.tensor([[float("nan"), 1.0, 2.0]]), torch.tensor([0])).tolist() == [3]

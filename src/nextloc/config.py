@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -17,6 +18,7 @@ from nextloc.errors import ConfigError
 from nextloc.models import model_config_class
 
 DEVICES = ("auto", "cpu", "cuda")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def register_resolvers() -> None:
@@ -83,6 +85,14 @@ class PreprocessConfig:
                 f"dataset.preprocess.train_fraction={self.train_fraction} and validation_fraction="
                 f"{self.validation_fraction} need 0 < train < validation < 1; try 0.6 and 0.8"
             )
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(
+                    f"dataset.preprocess.timezone='{self.timezone}' is not a time zone; use an IANA name "
+                    "such as Asia/Shanghai, or null for the raw clock"
+                ) from None
 
     def sample_parameters(self) -> dict:
         """The keyword arguments of :func:`nextloc.data.samples.generate_samples`."""
@@ -116,7 +126,8 @@ class DatasetConfig:
     synthetic: SyntheticConfig | None = None  # set for the generated data set only
 
     def __post_init__(self) -> None:
-        _positive("dataset", self, "batch_size")
+        if self.batch_size < 2:  # the model's BatchNorm needs two samples per training batch
+            raise ConfigError(f"dataset.batch_size={self.batch_size} must be >= 2")
 
 
 @dataclass
@@ -132,6 +143,8 @@ class OptimConfig:
         if self.name not in ("adam", "sgd"):
             raise ConfigError(f"optim.name='{self.name}' is unknown; choose one of ['adam', 'sgd']")
         _positive("optim", self, "lr", "grad_clip")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1); try [0.9, 0.999]")
         if self.weight_decay < 0 or self.momentum < 0:
             raise ConfigError(f"optim.weight_decay={self.weight_decay} and optim.momentum={self.momentum} must be >= 0")
 
@@ -224,3 +237,17 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     cfg = OmegaConf.load(saved)
     cfg.resume = str(run_dir)
     return cfg
+
+
+def compose_run_config(overrides: list[str]) -> RunConfig:
+    """The validated config of ``train.py <overrides>``, for scripts that do not run through ``hydra.main``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    return load_run_config(cfg)

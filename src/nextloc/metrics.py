@@ -37,7 +37,9 @@ def target_ranks(logits: Tensor, target: Tensor) -> Tensor:
     tensor([2])
     """
     target_logit = logits.gather(1, target[:, None])
-    return (logits > target_logit).sum(dim=1) + 1
+    rank = (logits > target_logit).sum(dim=1) + 1
+    # a NaN compares false with everything: such a target must rank last, not first
+    return torch.where(torch.isfinite(target_logit.squeeze(1)), rank, logits.shape[1])
 
 
 def ranking_metrics(rank: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> dict:

@@ -21,6 +21,7 @@ import yaml
 from nextloc.config import RunConfig
 from nextloc.errors import ConfigError, NextlocError
 from nextloc.io import write_atomic, write_json
+from nextloc.summary import METRICS
 from nextloc.training.run import run
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def optimize(
     The study is stored in ``storage`` (default: SQLite in ``study_dir``), so
     several workers can share it and Optuna's own tools can read it.
     """
+    if metric not in METRICS:
+        raise ConfigError(f"metric '{metric}' cannot be maximised; choose one of {list(METRICS)}")
     study_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=study_name,

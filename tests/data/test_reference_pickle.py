@@ -166,6 +166,14 @@ class TestSampleSetFromReference:
                     assert row[:n].tolist() == values.tolist(), (split, i, name)
                     assert not row[n:].any(), (split, i, name)
 
+    def test_known_table_sizes_widen_the_ids_seen(self):
+        """The reference's total_loc_num may exceed the largest id in its samples; smaller is an error."""
+        seen = sample_set_from_reference(reference_samples())
+        wide = sample_set_from_reference(reference_samples(), num_locations=seen.num_locations + 5, num_users=10)
+        assert (wide.num_locations, wide.num_users) == (seen.num_locations + 5, 10)
+        with pytest.raises(DataError, match="num_locations=2 is smaller"):
+            sample_set_from_reference(reference_samples(), num_locations=2)
+
     def test_each_sample_is_its_history_rows_then_its_target_row(self):
         """Train histories of 3, 4 and 1 steps: rows 0-2 + target 3, rows 4-7 + target 8, row 9 + target 10;
         history rows keep the pickle's values, minutes included (not only their 15-minute slot)."""

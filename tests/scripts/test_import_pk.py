@@ -76,13 +76,13 @@ class TestImportPk:
         assert not (tmp_path / "out").exists()
 
     def test_with_trust_pickle_it_writes_a_processed_data_set(self, reference, tmp_path):
-        """Default name 'geolife' (from dataSet_geolife) and output data/processed/geolife under the
+        """Default name 'geolife' (from dataSet_geolife) and output data/processed/geolife-reference under the
         working folder; 3 / 2 / 1 samples, L = 8, U = 3, each file's sha256 recorded, no location table."""
         result = import_pk(reference, "--trust-pickle", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "unpickled").exists()
         assert "train: 3 samples, 6 history steps" in result.stderr
-        data = read_processed(tmp_path / "data" / "processed" / "geolife")
+        data = read_processed(tmp_path / "data" / "processed" / "geolife-reference")
         assert {s: len(data.samples[s]) for s in SPLITS} == {"train": 3, "validation": 2, "test": 1}
         assert (data.num_locations, data.num_users) == (8, 3)
         assert data.metadata["name"] == "geolife"

@@ -32,14 +32,13 @@ from tqdm import tqdm
 
 from nextloc.config import DatasetConfig, PreprocessConfig
 from nextloc.data import raw
-from nextloc.data.samples import SPLITS, generate_samples
+from nextloc.data.samples import MAX_DURATION, SPLITS, generate_samples
 from nextloc.data.staypoints import CRS, generate_user_staypoints
 from nextloc.data.store import write_processed
 from nextloc.errors import DataError
 from nextloc.io import write_atomic, write_json
 
 log = logging.getLogger(__name__)
-MAX_DURATION = 2 * 1440 - 1
 
 
 def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:

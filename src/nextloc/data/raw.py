@@ -8,6 +8,7 @@ that no step ever holds the whole data set.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -138,5 +139,6 @@ def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, first_row: int) -> pd.Data
 
 
 def _safe_name(user: str) -> str:
-    """A folder name for a raw user id (DIY ids are UUID-like strings)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(user))
+    """A folder name for a raw user id (DIY ids are UUID-like strings); the hash keeps ids apart."""
+    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(user))[:64]
+    return f"{readable}-{hashlib.sha256(str(user).encode()).hexdigest()[:8]}"

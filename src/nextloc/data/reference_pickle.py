@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextloc.data.samples import SAMPLE_COLUMNS, SPLITS, STAYPOINT_COLUMNS, SampleSet
+from nextloc.data.samples import MAX_DURATION, SAMPLE_COLUMNS, SPLITS, STAYPOINT_COLUMNS, SampleSet
 from nextloc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 SUFFIX = ".pk"
 STEP_KEYS = ("X", "user_X", "weekday_X", "start_min_X", "dur_X", "diff")  # one value per history step
 REFERENCE_KEYS = (*STEP_KEYS, "Y")
-MAX_DURATION = 2 * 1440 - 1  # minutes; SPEC §2 caps durations at two days
 # Allowed [low, high) of each integer array; None = unbounded. Location and user 0 are padding.
 BOUNDS = {
     "X": (1, None),
@@ -117,7 +116,10 @@ def find_reference_files(folder: str | Path, prefix: str | None = None) -> dict[
 
 
 def sample_set_from_reference(
-    samples_by_split: dict[str, list[dict]], sources: dict[str, str] | None = None
+    samples_by_split: dict[str, list[dict]],
+    sources: dict[str, str] | None = None,
+    num_locations: int | None = None,
+    num_users: int | None = None,
 ) -> SampleSet:
     """Turn the reference's samples into a :class:`SampleSet` that batches back to the same arrays.
 
@@ -137,6 +139,10 @@ def sample_set_from_reference(
         dicts, as returned by :func:`load_reference_pickles`.
     sources
         Name of each split's file, used in error messages.
+    num_locations, num_users
+        The reference's ``total_loc_num`` and ``total_user_num``, when known:
+        a location that occurs in no sample is invisible in the pickles, so
+        ``L`` from the ids alone can be smaller than the reference's.
 
     Raises
     ------
@@ -158,8 +164,12 @@ def sample_set_from_reference(
         source = sources.get(split, f"{split} samples")
         steps, targets, lengths = _gather(source, samples_by_split[split])
         staypoints[split], samples[split] = _split_tables(source, steps, targets, lengths)
-    num_locations = 1 + max(int(sp["location_id"].max()) for sp in staypoints.values())
-    num_users = 1 + max(int(sp["user_id"].max()) for sp in staypoints.values())
+    seen_locations = 1 + max(int(sp["location_id"].max()) for sp in staypoints.values())
+    seen_users = 1 + max(int(sp["user_id"].max()) for sp in staypoints.values())
+    for key, given, seen in (("num_locations", num_locations, seen_locations), ("num_users", num_users, seen_users)):
+        if given is not None and given < seen:
+            raise DataError(f"{key}={given} is smaller than the ids in the samples need ({seen})")
+    num_locations, num_users = num_locations or seen_locations, num_users or seen_users
     # Encoded ids are their own raw ids: known locations 2..L-1, users 1..U-1.
     return SampleSet(staypoints, samples, np.arange(2, num_locations), np.arange(1, num_users), dropped_users=0)
 

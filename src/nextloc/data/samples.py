@@ -20,6 +20,7 @@ STAYPOINT_COLUMNS = ("user_id", "location_id", "start_day", "start_min", "weekda
 SAMPLE_COLUMNS = ("history_start", "history_end", "target_index")
 SPLITS = ("train", "validation", "test")
 PADDING, UNSEEN = 0, 1  # location ids reserved before the known locations
+MAX_DURATION = 2 * 1440 - 1  # minutes; SPEC §2 caps a staypoint's duration below two days
 
 
 @dataclass

@@ -16,13 +16,13 @@ import trackintel as ti
 from nextloc.config import PreprocessConfig
 
 CRS = "EPSG:4326"
-STAYPOINT_COLUMNS = ("user_id", "started_at", "finished_at", "latitude", "longitude", "is_activity")
+RAW_STAYPOINT_COLUMNS = ("user_id", "started_at", "finished_at", "latitude", "longitude", "is_activity")
 
 
 def generate_user_staypoints(fixes: pd.DataFrame, params: PreprocessConfig) -> tuple[pd.DataFrame, dict]:
     """Staypoints of one user's fixes with their activity flag, and the user's tracking quality.
 
-    Returns a frame of :data:`STAYPOINT_COLUMNS` and ``{"tracked_days",
+    Returns a frame of :data:`RAW_STAYPOINT_COLUMNS` and ``{"tracked_days",
     "min_coverage", "mean_coverage"}`` (coverage: share of tracked time in
     sliding windows of ``coverage_window_weeks`` weeks; ``nan`` when the
     tracked span is shorter than one window).
@@ -43,7 +43,7 @@ def generate_user_staypoints(fixes: pd.DataFrame, params: PreprocessConfig) -> t
         )
     quality = {"tracked_days": 0, "min_coverage": float("nan"), "mean_coverage": float("nan")}
     if sp.empty:
-        return pd.DataFrame(columns=list(STAYPOINT_COLUMNS)), quality
+        return pd.DataFrame(columns=list(RAW_STAYPOINT_COLUMNS)), quality
     sp = sp.create_activity_flag(method="time_threshold", time_threshold=params.activity_time_threshold)
     tracked = sp[["user_id", "started_at", "finished_at"]]
     if params.min_coverage is not None or params.mean_coverage is not None:

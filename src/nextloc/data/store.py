@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from nextloc import __version__
-from nextloc.data.samples import SAMPLE_COLUMNS, SPLITS, STAYPOINT_COLUMNS, SampleSet, encode_locations
+from nextloc.data.samples import (
+    MAX_DURATION,
+    SAMPLE_COLUMNS,
+    SPLITS,
+    STAYPOINT_COLUMNS,
+    SampleSet,
+    encode_locations,
+)
 from nextloc.errors import DataError
 from nextloc.io import atomic_directory, write_json
 
@@ -77,10 +84,10 @@ def write_processed(
             ):
                 file = f"{split}_{kind}.parquet"
                 table[list(columns)].astype(np.int64).to_parquet(tmp / file, index=False)
-                files[file] = _checksum(tmp / file)
+                files[file] = file_checksum(tmp / file)
         if locations is not None:
             _location_table(sample_set, locations).to_parquet(tmp / LOCATIONS, index=False)
-            files[LOCATIONS] = _checksum(tmp / LOCATIONS)
+            files[LOCATIONS] = file_checksum(tmp / LOCATIONS)
         metadata = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -109,7 +116,7 @@ def read_processed(path: str | Path) -> ProcessedData:
     for file, expected in metadata["files"].items():
         if not (path / file).is_file():
             raise DataError(f"{path / file}: missing; the processed data set is incomplete, create it again")
-        if _checksum(path / file) != expected:
+        if file_checksum(path / file) != expected:
             raise DataError(f"{path / file}: size or checksum differs from {METADATA}; file is truncated or changed")
     staypoints, samples = {}, {}
     for split in SPLITS:
@@ -140,7 +147,8 @@ def read_metadata(path: Path) -> dict:
     return metadata
 
 
-def _checksum(file: Path) -> dict:
+def file_checksum(file: Path) -> dict:
+    """Size and sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(file, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -169,7 +177,7 @@ def _check_split(path, split, sp, samples, metadata) -> None:
         "user_id": (1, metadata["num_users"]),
         "start_min": (0, 1440),
         "weekday": (0, 7),
-        "duration": (0, 2 * 1440),
+        "duration": (0, MAX_DURATION + 1),
         "start_day": (0, np.iinfo(np.int64).max),
     }
     for column, (low, high) in bounds.items():

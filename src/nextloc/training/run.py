@@ -101,9 +101,14 @@ def _claim(run_dir: Path, config: RunConfig) -> None:
 
 
 def _settings(config: RunConfig) -> dict:
-    """The config as JSON values, without ``resume`` (which only says where a run continues)."""
+    """The config as JSON values, without the keys that do not change results.
+
+    ``resume`` only says where a run continues; ``threads`` (set per launcher)
+    and ``progress`` only change how it runs.
+    """
     settings = json.loads(json.dumps(asdict(config)))
-    settings.pop("resume")
+    for key in ("resume", "threads", "progress"):
+        settings.pop(key)
     return settings
 
 
