@@ -83,16 +83,20 @@ class TestTrainRun:
         assert metrics(tmp_path / "b") == metrics(finished_run)
 
     def test_killed_run_resumes_to_identical_metrics(self, data_dir, tmp_path):
-        overrides = ["max_epochs=8", "scheduler.warmup_epochs=1", "scheduler.decay_epochs=4"]
+        """Killed one epoch after its first early-stopping trigger (reloaded weights, lr x 0.1, schedule off)."""
+        overrides = ["max_epochs=30", "early_stopping.patience=2", "early_stopping.min_delta=0.05",
+                     "scheduler.warmup_epochs=1", "scheduler.decay_epochs=30"]
         train(f"hydra.run.dir={tmp_path / 'whole'}", *overrides, data_dir=data_dir)
         killed = tmp_path / "killed"
         args = train_args(f"hydra.run.dir={killed}", *overrides, data_dir=data_dir)
         process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (killed / "checkpoints" / "last.pt").exists() and process.poll() is None:
-            time.sleep(0.01)
+        log = killed / "train.log"
+        while process.poll() is None and (not log.exists() or log.read_text().count("(1/3)") < 2):
+            time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not (killed / "test_results.json").exists(), "the run finished before it could be killed"
+        assert "trigger (1/3)" in log.read_text()
         train(f"resume={killed}", smoke=False)
         assert metrics(killed) == metrics(tmp_path / "whole")
         config = (killed / ".hydra" / "config.yaml").read_text()
