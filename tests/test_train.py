@@ -66,6 +66,7 @@ class TestTrainRun:
         assert RESULT_KEYS <= set(results)
         assert METRIC_KEYS <= set(results["test"]) and METRIC_KEYS <= set(results["validation"])
         assert per_user["total"].sum() == results["test"]["total"]
+        assert per_user.columns[:2].tolist() == ["user_id", "raw_user_id"]
         assert per_user["correct@1"].sum() == results["test"]["correct@1"]
         assert results["epochs_run"] == 4 and 0 <= results["best_epoch"] < 4
 

@@ -66,6 +66,11 @@ class TestWriteProcessed:
             pd.testing.assert_frame_equal(data.samples[split][list(SAMPLE_COLUMNS)], sample_set.samples[split])
             assert len(data.samples[split]) > 0
 
+    def test_user_table_links_encoded_ids_to_raw_ids(self, folder, sample_set):
+        data = read_processed(folder)
+        assert data.users["user_id"].tolist() == [1, 2]
+        assert data.users["raw_user_id"].tolist() == [str(u) for u in sample_set.users]
+
     def test_metadata_records_sizes_counts_and_parameters(self, folder, sample_set):
         """Two kept users (U = 3), places 10..15 known (L = 8), carol dropped."""
         data = read_processed(folder)

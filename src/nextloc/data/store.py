@@ -6,6 +6,7 @@ Layout of a processed folder::
     <split>_staypoints.parquet   STAYPOINT_COLUMNS, encoded ids, sorted
     <split>_samples.parquet      history_start, history_end, target_index
     locations.parquet            encoded id, raw id, centroid, staypoint and user counts
+    users.parquet                encoded user id, raw user id (as text)
 
 No pickle anywhere: reading processed data never runs code.
 """
@@ -37,6 +38,8 @@ FORMAT_VERSION = 1
 METADATA = "metadata.json"
 LOCATIONS = "locations.parquet"
 LOCATION_COLUMNS = ("location_id", "raw_location_id", "latitude", "longitude", "n_staypoints", "n_users")
+USERS = "users.parquet"
+USER_COLUMNS = ("user_id", "raw_user_id")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ProcessedData:
     samples: dict[str, pd.DataFrame]
     metadata: dict
     locations: pd.DataFrame | None
+    users: pd.DataFrame
 
     @property
     def num_locations(self) -> int:
@@ -88,6 +92,10 @@ def write_processed(
         if locations is not None:
             _location_table(sample_set, locations).to_parquet(tmp / LOCATIONS, index=False)
             files[LOCATIONS] = file_checksum(tmp / LOCATIONS)
+        users = pd.DataFrame({"user_id": np.arange(1, sample_set.num_users, dtype=np.int64),
+                              "raw_user_id": [str(u) for u in sample_set.users]})
+        users.to_parquet(tmp / USERS, index=False)
+        files[USERS] = file_checksum(tmp / USERS)
         metadata = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -124,7 +132,8 @@ def read_processed(path: str | Path) -> ProcessedData:
         samples[split] = _read_table(path / f"{split}_samples.parquet", SAMPLE_COLUMNS)
         _check_split(path, split, staypoints[split], samples[split], metadata)
     locations = _read_table(path / LOCATIONS, LOCATION_COLUMNS) if LOCATIONS in metadata["files"] else None
-    return ProcessedData(staypoints, samples, metadata, locations)
+    users = _read_table(path / USERS, USER_COLUMNS)
+    return ProcessedData(staypoints, samples, metadata, locations, users)
 
 
 def read_metadata(path: Path) -> dict:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
@@ -78,7 +79,7 @@ def run(config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], 
     log.info("model %s: %d parameters, device %s", config.model.name, count_parameters(model), device)
     trainer = _Trainer(config, model, splits, device, run_dir, on_epoch)
     trainer.fit()
-    results = trainer.test(data.metadata)
+    results = trainer.test(data.metadata, data.users)
     results["baselines"] = baseline_accuracy(splits["train"], splits["test"])
     write_json(run_dir / RESULTS, results)
     log.info("test: %s", _summary(results["test"]))
@@ -193,12 +194,12 @@ class _Trainer:
         if self.on_epoch is not None:
             self.on_epoch(epoch, validation)
 
-    def test(self, metadata: dict) -> dict:
+    def test(self, metadata: dict, users: pd.DataFrame) -> dict:
         """Evaluate the best checkpoint on the test split; write the per-user CSV; return the results."""
         best = load_checkpoint(self.run_dir / BEST)
         self.model.load_state_dict(best["model"])
         metrics = evaluate(self.model, self.splits["test"], batch_size=self.batch_size, device=self.device)
-        per_user = metrics.per_user()
+        per_user = users.merge(metrics.per_user(), on="user_id", how="inner")  # raw ids first
         write_atomic(self.run_dir / PER_USER, lambda tmp: per_user.to_csv(tmp, index=False))
         results = {
             "dataset": self.config.dataset.name,
