@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from nextloc.config import load_run_config, register_resolvers, resumed_config
+from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
 from nextloc.errors import NextlocError
 from nextloc.io import write_json
 from nextloc.training.run import run
@@ -76,4 +76,12 @@ def threads_per_job(launcher) -> int:
 
 
 if __name__ == "__main__":
+    # Hydra creates the run directory before main() runs: check resume= first, so a typo leaves nothing behind.
+    for argument in sys.argv[1:]:
+        if argument.startswith("resume=") and argument != "resume=null":
+            try:
+                check_resume(argument.removeprefix("resume="))
+            except NextlocError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
     main()

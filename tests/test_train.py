@@ -145,6 +145,11 @@ class TestUserErrors:
         assert "at epoch 0, step" in result.stdout + result.stderr
         assert not (tmp_path / "test_results.json").exists()
 
+    def test_resume_of_a_wrong_directory_leaves_nothing_behind(self, tmp_path):
+        result = train(f"resume={tmp_path / 'typo'}", smoke=False, check=False)
+        assert result.returncode == 2 and "give the directory of an earlier run" in result.stderr
+        assert not (tmp_path / "typo").exists()
+
     def test_resume_rejects_other_overrides(self, finished_run):
         result = train(f"resume={finished_run}", "optim.lr=0.1", smoke=False, check=False)
         assert result.returncode == 2

@@ -226,28 +226,19 @@ def _one_line(err: OmegaConfBaseException) -> str:
     return f"{key}: {message}" if key and key not in message else message
 
 
+def check_resume(run_dir: str | Path) -> None:
+    """Refuse a ``resume=`` that is not an earlier run's directory."""
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume={run_dir}: no {saved}; give the directory of an earlier run")
+
+
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The composed config of an earlier run, to continue it with ``resume=<run_dir>``."""
     others = [o for o in overrides if not o.startswith("resume=")]
     if others:
         raise ConfigError(f"resume= continues a run with its own config; drop the other overrides {others}")
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"resume={run_dir}: no {saved}; give the directory of an earlier run")
-    cfg = OmegaConf.load(saved)
+    check_resume(run_dir)
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.resume = str(run_dir)
     return cfg
-
-
-def compose_run_config(overrides: list[str]) -> RunConfig:
-    """The validated config of ``train.py <overrides>``, for scripts that do not run through ``hydra.main``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    register_resolvers()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
-    return load_run_config(cfg)
