@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nextloc.errors import ConfigError
-from nextloc.models import model_config_class
 
 DEVICES = ("auto", "cpu", "cuda")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -208,6 +207,8 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     Raises :class:`ConfigError` with one line naming the key for unknown keys,
     wrong types and invalid values.
     """
+    from nextloc.models import model_config_class  # here: preprocessing workers need no torch
+
     try:
         model_cls = model_config_class(OmegaConf.select(cfg, "model.name", default="lstm"))
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(model_cls), cfg.model))
