@@ -243,3 +243,17 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.resume = str(run_dir)
     return cfg
+
+
+def compose_run_config(overrides: list[str]) -> RunConfig:
+    """The validated config of ``train.py <overrides>``, for scripts that do not run through ``hydra.main``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    return load_run_config(cfg)

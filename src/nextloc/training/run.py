@@ -76,7 +76,10 @@ def run(config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], 
         )
     _seed_everything(config.seed)
     model = build_model(config.model, data.num_locations, data.num_users).to(device)
-    log.info("model %s: %d parameters, device %s", config.model.name, count_parameters(model), device)
+    log.info(
+        "model %s: %d parameters, device %s, %d torch threads",
+        config.model.name, count_parameters(model), device, torch.get_num_threads(),
+    )
     trainer = _Trainer(config, model, splits, device, run_dir, on_epoch)
     trainer.fit()
     results = trainer.test(data.metadata, data.users)
