@@ -25,7 +25,7 @@ from nextloc.data.raw_synthetic import (
 from nextloc.data.synthetic_mobility import generate_staypoints
 
 REPO = Path(__file__).resolve().parents[2]
-GEOLIFE_SAMPLE = REPO.parent / "shared" / "data" / "geolife_sample" / "Data"
+GEOLIFE_SAMPLE = REPO / "tests" / "fixtures" / "geolife_sample" / "Data"  # real, unmodified GeoLife files
 # A GeoLife row as it occurs in every file of the real sample: lat,lon,0,altitude_ft,days,date,time
 PLT_ROW = re.compile(r"-?\d+(\.\d+)?,-?\d+(\.\d+)?,0,-?\d+(\.\d+)?,\d+(\.\d+)?,\d{4}-\d\d-\d\d,\d\d:\d\d:\d\d")
 INTERVAL = 30
