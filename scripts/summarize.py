@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -74,8 +75,7 @@ def _plot(jobs: pd.DataFrame, keys: list[str], metric: str, out: Path) -> None:
         if values.notna().all() and (values > 0).all() and values.max() / values.min() >= 100:
             ax.set_xscale("log")
         fig.tight_layout()
-        write_atomic(out / f"val_{metric}_vs_{key}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-        plt.close(fig)
+        _save_png(out / f"val_{metric}_vs_{key}.png", fig)
     study_file = out.parent / STORAGE_FILE
     if study_file.is_file():  # an Optuna study: its optimisation history too
         import optuna
@@ -83,10 +83,17 @@ def _plot(jobs: pd.DataFrame, keys: list[str], metric: str, out: Path) -> None:
         storage = f"sqlite:///{study_file.resolve()}"
         for summary in optuna.get_all_study_summaries(storage):
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-            write_atomic(out / f"history_{summary.study_name}.png",
-                         lambda tmp: ax.figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-            plt.close(ax.figure)
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+            _save_png(out / f"history_{summary.study_name}.png", ax.figure)
+
+
+def _save_png(path: Path, fig) -> None:
+    import matplotlib.pyplot as plt
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
 
 
 if __name__ == "__main__":

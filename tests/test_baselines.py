@@ -1,5 +1,4 @@
 import pandas as pd
-import torch
 
 from nextloc.baselines import baseline_accuracy, most_frequent_in_history, most_frequent_of_user
 from nextloc.data.batches import SplitTensors

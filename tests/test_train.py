@@ -1,7 +1,6 @@
 """``train.py`` end to end through Hydra, in subprocesses, on tiny synthetic data."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
