@@ -10,6 +10,7 @@ trials early.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from sqlalchemy.exc import SQLAlchemyError
 
 from nextloc.config import RunConfig
 from nextloc.errors import ConfigError, NextlocError
@@ -99,7 +101,7 @@ def optimize(
     if metric not in METRICS:
         raise ConfigError(f"metric '{metric}' cannot be maximised; choose one of {list(METRICS)}")
     study_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
+    study = _open_study(
         study_name=study_name,
         storage=storage or f"sqlite:///{(study_dir / STORAGE_FILE).resolve()}",
         load_if_exists=True,
@@ -132,6 +134,16 @@ def optimize(
 
     study.optimize(objective, n_trials=n_trials, catch=(NextlocError,))
     return study
+
+
+def _open_study(attempts: int = 5, **kwargs) -> optuna.Study:
+    """``optuna.create_study``, retried: workers that start together on a new database race to create its tables."""
+    for attempt in range(attempts - 1):
+        try:
+            return optuna.create_study(**kwargs)
+        except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
+            time.sleep(0.5 * (attempt + 1))
+    return optuna.create_study(**kwargs)
 
 
 @contextmanager
