@@ -18,6 +18,13 @@ warm-up and prints
   warmed caches; the figure includes the torch libraries, about 0.3-0.4 GB);
 - the speedup of each row over the ``reference-like`` row of its size.
 
+The model and batch size are those of ``python train.py dataset=<size>``
+(``conf/model/lstm.yaml`` with ``conf/model/sizes/lstm_<size>.yaml``), with
+``--sequence`` and ``--length-groups`` overriding the path. The warm-up
+(``--warmup``, default 60 GeoLife / 30 DIY batches) lets oneDNN build its
+kernels for the few group shapes the grouped path uses, as in every epoch
+after the first one; the timed batches are the steady state of an epoch.
+
 The ``reference-like`` row does what the reference does per batch: the packed
 LSTM, Adam with its per-parameter update loop, and every metric computed on
 every training batch with a full argsort over all classes (a second argsort for
@@ -58,11 +65,11 @@ import time
 import numpy as np
 
 SIZES = {
-    # name: classes L, users U, train samples, batch, d, h, fc_dropout, (mean, p95, max) history
-    "geolife": dict(L=1187, U=46, samples=7424, batch=32, d=32, h=128, fc_dropout=0.2, hist=(18.0, 47.0, 90)),
-    "diy": dict(L=7038, U=693, samples=150_000, batch=256, d=96, h=192, fc_dropout=0.1, hist=(25.0, 47.0, 99)),
+    # name: classes L, users U, train samples, (mean, p95, max) history; model sizes and batch come from conf/
+    "geolife": dict(L=1187, U=46, samples=7424, hist=(18.0, 47.0, 90)),
+    "diy": dict(L=7038, U=693, samples=150_000, hist=(25.0, 47.0, 99)),
 }
-WARMUP = {"geolife": 8, "diy": 2}
+WARMUP = {"geolife": 60, "diy": 30}
 PHASES = ("batching", "forward", "backward", "optimizer", "metrics")
 REFERENCE = "reference-like"
 
@@ -137,41 +144,36 @@ def reference_metrics(logits, target) -> dict:
 # ----------------------------------------------------------------------------- one row
 
 
-def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
+def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> dict:
     """Train ``n_batches`` batches after a warm-up; per-phase seconds per batch and peak RSS."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
+    from nextloc.config import compose_run_config
     from nextloc.data.samples import PADDING
-    from nextloc.config import OptimConfig
-    from nextloc.models.lstm import LSTMModel
+    from nextloc.models import build_model
     from nextloc.training.optim import build_optimizer
 
     torch.set_num_threads(option["threads"])
     torch.manual_seed(seed)
     cfg = SIZES[size]
     split, stats = make_split(size, seed)
-    model = LSTMModel(
-        cfg["L"],
-        cfg["U"],
-        embed_dim=cfg["d"],
-        hidden_size=cfg["h"],
-        fc_dropout=cfg["fc_dropout"],
-        sequence=option["sequence"],
-        length_groups=option["length_groups"],
-    )
+    overrides = [f"dataset={size}", f"model.sequence={option['sequence']}"]
+    if option["length_groups"]:
+        overrides.append(f"model.length_groups={option['length_groups']}")
+    config = compose_run_config(overrides)
+    model = build_model(config.model, num_locations=cfg["L"], num_users=cfg["U"])
     model.train()
     reference = option["name"] == REFERENCE
     if reference:  # the reference's Adam: one update loop per parameter tensor
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
     else:
-        optimizer = build_optimizer(model.parameters(), OptimConfig())
+        optimizer = build_optimizer(model.parameters(), config.optim)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(split), generator=generator)
-    bs = cfg["batch"]
+    bs = config.dataset.batch_size
     bf16 = option["bf16"]
-    warmup = WARMUP[size]
     total = dict.fromkeys(PHASES, 0.0)
     clock = time.perf_counter
     start_all = None
@@ -214,6 +216,7 @@ def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": stats,
         "torch_threads": torch.get_num_threads(),
+        "model": {k: getattr(config.model, k) for k in ("length_groups", "group_size_multiple", "group_length_multiple")},
     }
 
 
@@ -223,10 +226,10 @@ def run_row(size: str, option: dict, n_batches: int, seed: int) -> dict:
 def options(args) -> list[dict]:
     rows = []
     for threads in args.threads:
-        rows.append(dict(name=REFERENCE, sequence="packed", length_groups=1, threads=threads, bf16=False))
+        rows.append(dict(name=REFERENCE, sequence="packed", length_groups=None, threads=threads, bf16=False))
         for sequence in args.sequence:
-            for groups in args.length_groups if sequence == "grouped" else [1]:
-                name = f"{sequence}" + (f" g={groups}" if sequence == "grouped" else "")
+            for groups in (args.length_groups or [None]) if sequence == "grouped" else [None]:
+                name = f"{sequence}" + (f" g={groups}" if groups else "")
                 row = dict(name=name, sequence=sequence, length_groups=groups, threads=threads)
                 rows.append(dict(row, bf16=False))
                 if args.bf16:
@@ -234,10 +237,10 @@ def options(args) -> list[dict]:
     return rows
 
 
-def child(size, option, n_batches, seed) -> dict:
+def child(size, option, n_batches, warmup, seed) -> dict:
     """Run one row in a fresh interpreter (own peak memory, own thread setting)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(option["threads"]), MKL_NUM_THREADS=str(option["threads"]))
-    payload = json.dumps(dict(size=size, option=option, n_batches=n_batches, seed=seed))
+    payload = json.dumps(dict(size=size, option=option, n_batches=n_batches, warmup=warmup, seed=seed))
     out = subprocess.run(
         [sys.executable, __file__, "--_child", payload], env=env, capture_output=True, text=True, check=False
     )
@@ -272,7 +275,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[60, 12], help="timed batches per size")
     parser.add_argument("--threads", nargs="+", type=int, default=[2])
     parser.add_argument("--sequence", nargs="+", choices=["grouped", "padded", "packed"], default=["grouped"])
-    parser.add_argument("--length-groups", nargs="+", type=int, default=[4])
+    parser.add_argument("--length-groups", nargs="+", type=int, help="grouped: these group counts (default: conf/)")
+    parser.add_argument("--warmup", nargs="+", type=int, help="untimed batches per size (default: 60 30)")
     parser.add_argument("--bf16", action="store_true", help="also measure each option under bf16 autocast")
     parser.add_argument("--repeat", type=int, default=1, help="measure every row this many times (interleaved)")
     parser.add_argument("--seed", type=int, default=0)
@@ -281,9 +285,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args._child:
         spec = json.loads(args._child)
-        print(json.dumps(run_row(spec["size"], spec["option"], spec["n_batches"], spec["seed"])))
+        print(json.dumps(run_row(spec["size"], spec["option"], spec["n_batches"], spec["warmup"], spec["seed"])))
         return
     batches = dict(zip(args.sizes, args.batches + args.batches[-1:] * len(args.sizes)))
+    warmups = [WARMUP[size] for size in args.sizes] if args.warmup is None else args.warmup
+    warmup = dict(zip(args.sizes, warmups + warmups[-1:] * len(args.sizes)))
     for size in args.sizes:
         _, stats = make_split(size, args.seed)
         print(f"# {size}: {SIZES[size]} history lengths mean {stats['mean']:.1f} p95 {stats['p95']:.0f} max {stats['max']}")
@@ -291,7 +297,7 @@ def main(argv=None) -> None:
     for rep in range(args.repeat):
         for size in args.sizes:
             for option in options(args):
-                r = child(size, option, batches[size], args.seed)
+                r = child(size, option, batches[size], warmup[size], args.seed)
                 r["repeat"] = rep
                 results.append(r)
                 print(f"  [{rep}] {size} {option['name']} t={option['threads']}: {1000 * r['batch_s']:.1f} ms/batch", file=sys.stderr)

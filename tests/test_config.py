@@ -68,6 +68,8 @@ class TestLoadRunConfig:
             ("max_epochs=0", "max_epochs=0"),
             ("device=tpu", "device='tpu'"),
             ("model.sequence=zigzag", "model.sequence='zigzag'"),
+            ("model.group_size_multiple=0", "model.group_size_multiple=0"),
+            ("model.group_length_multiple=-8", "model.group_length_multiple=-8"),
         ],
     )
     def test_invalid_values_name_the_key_and_value(self, override, key):

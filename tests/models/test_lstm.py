@@ -39,15 +39,34 @@ def random_batch(lengths, seed=0, padding=None):
     )
 
 
-def model_with(sequence, length_groups=4, state=None):
+def model_with(sequence, length_groups=4, state=None, multiples=(1, 1)):
     """The small model in eval mode (no dropout), sharing ``state`` when given."""
-    model = LSTMModel(NUM_LOCATIONS, NUM_USERS, sequence=sequence, length_groups=length_groups, **SMALL)
+    size_multiple, length_multiple = multiples
+    model = LSTMModel(
+        NUM_LOCATIONS,
+        NUM_USERS,
+        sequence=sequence,
+        length_groups=length_groups,
+        group_size_multiple=size_multiple,
+        group_length_multiple=length_multiple,
+        **SMALL,
+    )
     if state is not None:
         model.load_state_dict(state)
     return model.eval()
 
 
-PATHS = [("packed", 4), ("padded", 4), ("grouped", 1), ("grouped", 2), ("grouped", 3), ("grouped", 4), ("grouped", 50)]
+PATHS = [
+    ("packed", 4, (1, 1)),
+    ("padded", 4, (1, 1)),
+    ("grouped", 1, (1, 1)),
+    ("grouped", 2, (1, 1)),
+    ("grouped", 3, (1, 1)),
+    ("grouped", 4, (1, 1)),
+    ("grouped", 50, (1, 1)),
+    ("grouped", 3, (4, 4)),  # the default grids: group sizes and padded lengths in steps of 4
+    ("grouped", 4, (3, 5)),
+]
 LENGTHS = [5, 1, 3, 8, 2, 8, 4, 6, 1, 7]
 
 
@@ -151,16 +170,16 @@ class TestLSTMModelForward:
     def test_logits_have_one_row_per_sample_and_one_column_per_class(self, state):
         assert model_with("grouped", state=state)(random_batch(LENGTHS)).shape == (len(LENGTHS), NUM_LOCATIONS)
 
-    @pytest.mark.parametrize("sequence, length_groups", PATHS)
-    def test_every_sequence_path_gives_the_packed_logits(self, state, sequence, length_groups):
+    @pytest.mark.parametrize("sequence, length_groups, multiples", PATHS)
+    def test_every_sequence_path_gives_the_packed_logits(self, state, sequence, length_groups, multiples):
         batch = random_batch(LENGTHS)
         with torch.no_grad():
             expected = model_with("packed", state=state)(batch)
-            logits = model_with(sequence, length_groups, state)(batch)
+            logits = model_with(sequence, length_groups, state, multiples)(batch)
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
-    @pytest.mark.parametrize("sequence, length_groups", PATHS)
-    def test_every_sequence_path_gives_the_packed_gradients(self, state, sequence, length_groups):
+    @pytest.mark.parametrize("sequence, length_groups, multiples", PATHS)
+    def test_every_sequence_path_gives_the_packed_gradients(self, state, sequence, length_groups, multiples):
         batch = random_batch(LENGTHS)
 
         def gradients(model):
@@ -168,7 +187,7 @@ class TestLSTMModelForward:
             return {name: p.grad for name, p in model.named_parameters()}
 
         expected = gradients(model_with("packed", state=state))
-        grads = gradients(model_with(sequence, length_groups, state))
+        grads = gradients(model_with(sequence, length_groups, state, multiples))
         assert all(g is not None for g in grads.values())
         for name in expected:
             torch.testing.assert_close(grads[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
@@ -176,7 +195,7 @@ class TestLSTMModelForward:
     @pytest.mark.parametrize("sequence", SEQUENCE_PATHS)
     def test_padded_positions_never_change_the_logits(self, state, sequence):
         """Random values in every feature beyond each history's length give the same logits."""
-        model = model_with(sequence, 3, state)
+        model = model_with(sequence, 3, state, (4, 4))  # rounded lengths read past the width
         with torch.no_grad():
             clean = model(random_batch(LENGTHS))
             noisy = model(random_batch(LENGTHS, padding=99))

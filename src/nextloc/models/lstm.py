@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -12,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nextloc.data.batches import Batch
 from nextloc.errors import ConfigError
 from nextloc.models.init import INITS, initialise
+from nextloc.models.length_groups import LengthGroups
 
 SEQUENCE_PATHS = ("grouped", "padded", "packed")
 SLOTS_PER_HOUR = 4
@@ -35,9 +35,11 @@ class LSTMConfig:
     init: str = "reference"
     sequence: str = "grouped"  # how the LSTM skips padding; all give the same model
     length_groups: int = 4  # sequence=grouped: at most this many length groups per batch
+    group_size_multiple: int = 4  # sequence=grouped: rows per group, a multiple of this
+    group_length_multiple: int = 4  # sequence=grouped: padded steps per group, a multiple of this
 
     def __post_init__(self) -> None:
-        for key in ("embed_dim", "hidden_size", "num_layers", "length_groups"):
+        for key in ("embed_dim", "hidden_size", "num_layers", "length_groups", "group_size_multiple", "group_length_multiple"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be > 0")
         for key in ("lstm_dropout", "embed_dropout", "head_dropout", "fc_dropout"):
@@ -50,7 +52,10 @@ class LSTMConfig:
 
 
 class VisitEmbedding(nn.Module):
-    """Sum of location, hour, quarter-hour, weekday and duration embeddings, then dropout."""
+    """Sum of location, hour, quarter-hour, weekday and duration embeddings, then dropout.
+
+    The fields may have any shape ``S``; the result is ``(*S, d)``.
+    """
 
     def __init__(self, num_locations, embed_dim, dropout, use_time=True, use_duration=True) -> None:
         super().__init__()
@@ -64,102 +69,74 @@ class VisitEmbedding(nn.Module):
             self.duration = nn.Embedding(96, embed_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, batch: Batch) -> Tensor:
-        x = self.location(batch.location)  # (B, T, d)
+    def forward(self, location: Tensor, time_slot: Tensor, weekday: Tensor, duration: Tensor) -> Tensor:
+        x = self.location(location)
         if self.use_time:
-            slot = batch.time_slot
-            x = x + self.hour(slot // SLOTS_PER_HOUR) + self.quarter(slot % SLOTS_PER_HOUR) + self.weekday(batch.weekday)
+            x = x + self.hour(time_slot // SLOTS_PER_HOUR) + self.quarter(time_slot % SLOTS_PER_HOUR) + self.weekday(weekday)
         if self.use_duration:
-            x = x + self.duration(batch.duration)
+            x = x + self.duration(duration)
         return self.dropout(x)
 
 
 class LastStepLSTM(nn.Module):
-    """An LSTM that returns each sequence's output at its last valid step: ``(B, T, d) -> (B, h)``.
+    """An LSTM over the blocks of a :class:`LengthGroups` layout, returning each sequence's last valid output.
 
     Three paths compute the same function, because a unidirectional LSTM's
     output at a valid step never depends on later padding:
 
     - ``packed``: the reference's packed sequence (a per-step loop that uses
       several cores poorly);
-    - ``padded``: one run over the padded batch, then a gather;
-    - ``grouped``: the batch ordered by length and run in at most
-      ``length_groups`` groups, each padded only to its own longest history,
-      then put back in order; the least wasted work. The group boundaries are
-      chosen per batch to minimise the padded steps (see
-      :func:`length_group_sizes`), which wastes far less than equal-sized
-      groups on the long-tailed history lengths (at 4 groups: about 1.23x the
-      valid steps instead of 1.5x). Dropout between layers draws its masks per
-      group, so training runs are equivalent to, not bit-identical with, the
-      other paths.
+    - ``padded``: one run over the whole batch padded to its longest history;
+    - ``grouped``: at most ``length_groups`` groups, each padded only to its
+      own longest history; the least wasted work. The boundaries are chosen
+      per batch to minimise the padded steps (see
+      :func:`~nextloc.models.length_groups.length_group_sizes`), which wastes
+      far less than equal-sized groups on the long-tailed history lengths.
+      Group sizes are multiples of ``group_size_multiple`` and padded lengths
+      multiples of ``group_length_multiple``, which keeps oneDNN's kernel
+      cache small and warm (see :meth:`LengthGroups.plan`). Dropout between
+      layers draws its masks per group, so training runs are equivalent to,
+      not bit-identical with, the other paths.
 
     oneDNN (``torch.backends.mkldnn``, on by default) runs the padded and
     grouped paths about 3x (GeoLife sizes) and 1.3x (DIY sizes) faster than
     PyTorch's native kernel; the packed path cannot use it.
     """
 
-    def __init__(self, input_size, hidden_size, num_layers, dropout, sequence="grouped", length_groups=4) -> None:
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers,
+        dropout,
+        sequence="grouped",
+        length_groups=4,
+        group_size_multiple=1,
+        group_length_multiple=1,
+    ) -> None:
         super().__init__()
         dropout = dropout if num_layers > 1 else 0.0  # it only acts between layers
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout)
-        self.sequence, self.length_groups = sequence, length_groups
+        self.sequence = sequence
+        grouped = sequence == "grouped"
+        self.length_groups = length_groups if grouped else 1
+        self.group_size_multiple = group_size_multiple if grouped else 1
+        self.group_length_multiple = group_length_multiple if grouped else 1
 
-    def forward(self, x: Tensor, length: Tensor) -> Tensor:
+    def plan(self, length: Tensor, width: int) -> LengthGroups:
+        """The layout this encoder runs a batch of ``(B, width)`` histories in."""
+        return LengthGroups.plan(
+            length, width, self.length_groups, self.group_size_multiple, self.group_length_multiple
+        )
+
+    def forward(self, blocks: list[Tensor], groups: LengthGroups) -> Tensor:
         if self.sequence == "packed":
-            packed = pack_padded_sequence(x, length.cpu(), batch_first=True, enforce_sorted=False)
-            out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
-            return _last_step(out, length)
-        if self.sequence == "padded":
-            return _last_step(self.lstm(x)[0], length)
-        sorted_length, order = torch.sort(length, descending=True)
-        sizes = length_group_sizes(sorted_length.cpu().numpy(), self.length_groups)
-        parts = []
-        for group, group_length in zip(torch.split(order, sizes), torch.split(sorted_length, sizes)):
-            out, _ = self.lstm(x[group, : int(group_length[0])])  # (b, T_g, h)
-            parts.append(_last_step(out, group_length))
-        return torch.cat(parts).index_select(0, torch.argsort(order))
-
-
-def length_group_sizes(sorted_length: np.ndarray, max_groups: int) -> list[int]:
-    """Sizes of at most ``max_groups`` consecutive groups of descending lengths with the fewest padded steps.
-
-    A group costs ``len(group) * group[0]`` LSTM steps (it is padded to its
-    longest member). Boundaries only matter where the length changes, so a
-    dynamic programme over the ``D`` distinct lengths (``D <= max length``)
-    finds the optimum in ``max_groups`` vectorised ``(D, D)`` steps.
-
-    Examples
-    --------
-    >>> length_group_sizes(np.array([90, 40, 38, 20, 19, 18, 5, 4]), 3)
-    [1, 2, 5]
-    """
-    values, counts = np.unique(sorted_length, return_counts=True)
-    values, counts = values[::-1], counts[::-1]  # distinct lengths, descending
-    ends = np.concatenate([[0], np.cumsum(counts)])  # row where each distinct length starts; ends[-1] = n
-    n_distinct = len(values)
-    # cost[s, e]: one group from distinct length s up to (not including) e
-    cost = (ends[None, :] - ends[:-1, None]) * values[:, None].astype(np.float64)
-    cost[np.tril_indices(n_distinct, 0, n_distinct + 1)] = np.inf  # e must be > s
-    best = np.full(n_distinct + 1, np.inf)
-    best[n_distinct] = 0.0  # nothing left to cover
-    choices = []
-    for _ in range(min(max_groups, n_distinct)):
-        total = cost + best[None, :]
-        choice = total.argmin(axis=1)
-        best = np.append(total[np.arange(n_distinct), choice], 0.0)
-        choices.append(choice)
-    sizes, start = [], 0
-    for choice in reversed(choices):  # the last level holds the first group's best end
-        if start == n_distinct:
-            break
-        end = int(choice[start])
-        sizes.append(int(ends[end] - ends[start]))
-        start = end
-    return sizes
-
-
-def _last_step(out: Tensor, length: Tensor) -> Tensor:
-    return out[torch.arange(len(length), device=out.device), length.to(out.device) - 1]
+            (x,) = blocks  # one group, longest first
+            packed = pack_padded_sequence(x, groups.length.cpu(), batch_first=True)
+            outputs = [pad_packed_sequence(self.lstm(packed)[0], batch_first=True)[0]]
+        else:
+            outputs = [self.lstm(x)[0] for x in blocks]
+        return groups.last_steps(outputs)
 
 
 class LSTMModel(nn.Module):
@@ -189,10 +166,21 @@ class LSTMModel(nn.Module):
         init: str = "reference",
         sequence: str = "grouped",
         length_groups: int = 4,
+        group_size_multiple: int = 4,
+        group_length_multiple: int = 4,
     ) -> None:
         super().__init__()
         self.embedding = VisitEmbedding(num_locations, embed_dim, embed_dropout, use_time, use_duration)
-        self.encoder = LastStepLSTM(embed_dim, hidden_size, num_layers, lstm_dropout, sequence, length_groups)
+        self.encoder = LastStepLSTM(
+            embed_dim,
+            hidden_size,
+            num_layers,
+            lstm_dropout,
+            sequence,
+            length_groups,
+            group_size_multiple,
+            group_length_multiple,
+        )
         self.norm = nn.LayerNorm(hidden_size)
         self.user = nn.Embedding(num_users, hidden_size) if use_user else None
         self.head_dropout = nn.Dropout(head_dropout)
@@ -208,8 +196,11 @@ class LSTMModel(nn.Module):
         initialise(self, init)
 
     def forward(self, batch: Batch) -> Tensor:
-        x = self.embedding(batch)  # (B, T, d)
-        h = self.norm(self.encoder(x, batch.length))  # (B, h)
+        # embed only the positions the encoder reads: each group padded to its own length
+        groups = self.encoder.plan(batch.length, batch.location.shape[1])
+        fields = (batch.location, batch.time_slot, batch.weekday, batch.duration)
+        x = self.embedding(*(groups.gather(field) for field in fields))  # (N, d)
+        h = self.norm(self.encoder(groups.split(x), groups))  # (B, h)
         if self.user is not None:
             h = h + self.user(batch.user)
         h = self.head_dropout(h)

@@ -1,0 +1,121 @@
+"""A batch's histories ordered by length and cut into a few groups, each padded only to its own length.
+
+A recurrent encoder treats sequences independently, so it may run a batch
+group by group: the longest histories together, the short ones together,
+each group padded only to its own longest member. :class:`LengthGroups` is
+that layout. It gathers a ``(B, T)`` history field into one flat run of
+positions (group after group, row-major), splits the embedded positions back
+into per-group ``(rows, steps, d)`` blocks, and puts each sequence's output
+at its last valid step back in batch order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LengthGroups:
+    """The layout of one batch; build it with :meth:`plan`.
+
+    ``order`` holds the batch rows, longest history first; ``length`` their
+    history lengths; ``sizes[g]`` and ``steps[g]`` the rows and padded steps of
+    group ``g``; ``index`` the flat ``(row * width + step)`` positions of all
+    groups, ``sum(sizes[g] * steps[g])`` of them.
+    """
+
+    order: Tensor
+    length: Tensor
+    sizes: list[int]
+    steps: list[int]
+    index: Tensor
+
+    @classmethod
+    def plan(
+        cls, length: Tensor, width: int, max_groups: int = 1, size_multiple: int = 1, length_multiple: int = 1
+    ) -> LengthGroups:
+        """Groups of a batch whose history fields are ``(len(length), width)``.
+
+        Group sizes are multiples of ``size_multiple`` (except a last group of
+        the remainder) and padded lengths multiples of ``length_multiple``.
+        Both bound the number of distinct ``(rows, steps)`` shapes the encoder
+        sees: oneDNN builds a kernel per shape and keeps at most 1,024, so with
+        unbounded shapes it rebuilds kernels batch after batch and its cache
+        grows to gigabytes. Steps past ``width`` repeat the last column; a
+        unidirectional encoder never reads them into a valid step's output.
+        """
+        length_sorted, order = torch.sort(length, descending=True)
+        sizes, steps = length_group_sizes(length_sorted.cpu().numpy(), max_groups, size_multiple, length_multiple)
+        row_steps = torch.repeat_interleave(torch.tensor(steps), torch.tensor(sizes))  # (B,) padded length of each row
+        start = torch.cumsum(row_steps, 0) - row_steps  # first flat position of each row
+        row = torch.repeat_interleave(order.cpu(), row_steps)
+        step = torch.arange(int(row_steps.sum())) - torch.repeat_interleave(start, row_steps)
+        index = (row * width + step.clamp(max=width - 1)).to(length.device)
+        return cls(order=order, length=length_sorted, sizes=sizes, steps=steps, index=index)
+
+    def gather(self, field: Tensor) -> Tensor:
+        """A ``(B, width)`` history field as the flat positions of all groups: ``(N,)``."""
+        return field.reshape(-1)[self.index]
+
+    def split(self, x: Tensor) -> list[Tensor]:
+        """Flat positions ``(N, d)`` as one ``(rows, steps, d)`` block per group."""
+        blocks = torch.split(x, [rows * steps for rows, steps in zip(self.sizes, self.steps)])
+        return [block.view(rows, steps, -1) for block, rows, steps in zip(blocks, self.sizes, self.steps)]
+
+    def last_steps(self, outputs: list[Tensor]) -> Tensor:
+        """Each sequence's output at its last valid step, in batch order: ``(B, h)``."""
+        parts = []
+        for out, group_length in zip(outputs, torch.split(self.length, self.sizes)):
+            parts.append(out[torch.arange(len(group_length), device=out.device), group_length - 1])
+        return torch.cat(parts).index_select(0, torch.argsort(self.order))
+
+
+def length_group_sizes(
+    sorted_length: np.ndarray, max_groups: int, size_multiple: int = 1, length_multiple: int = 1
+) -> tuple[list[int], list[int]]:
+    """Rows and padded steps of at most ``max_groups`` consecutive groups of descending lengths.
+
+    A group costs ``rows * steps`` encoder steps, ``steps`` being its longest
+    member's length rounded up to ``length_multiple``. Groups start only at
+    multiples of ``size_multiple``, and a boundary only helps where the padded
+    length changes, so a dynamic programme over those ``K`` candidate starts
+    finds the cheapest split in ``max_groups`` vectorised ``(K, K)`` steps.
+
+    Examples
+    --------
+    >>> length_group_sizes(np.array([90, 40, 38, 20, 19, 18, 5, 4]), 3)
+    ([1, 2, 5], [90, 40, 20])
+    >>> length_group_sizes(np.array([90, 40, 38, 20, 19, 18, 5, 4]), 3, size_multiple=2, length_multiple=4)
+    ([2, 2, 4], [92, 40, 20])
+    """
+    n = len(sorted_length)
+    padded = -(-np.asarray(sorted_length, dtype=np.int64) // length_multiple) * length_multiple
+    start = np.arange(0, n, size_multiple)
+    # a boundary where the padded length equals the previous candidate's could move there at no cost
+    start = start[(start == 0) | (padded[start] != padded[np.maximum(start - size_multiple, 0)])]
+    bounds = np.append(start, n)  # candidate group starts, then the end
+    k = len(start)
+    # cost[s, e]: one group from candidate s up to (not including) bound e
+    cost = (bounds[None, :] - start[:, None]) * padded[start][:, None].astype(np.float64)
+    cost[np.tril_indices(k, 0, k + 1)] = np.inf  # e must be > s
+    best = np.full(k + 1, np.inf)
+    best[k] = 0.0  # nothing left to cover
+    choices = []
+    for _ in range(min(max_groups, k)):
+        total = cost + best[None, :]
+        choice = total.argmin(axis=1)
+        best = np.append(total[np.arange(k), choice], 0.0)
+        choices.append(choice)
+    sizes, steps, s = [], [], 0
+    for choice in reversed(choices):  # the last level holds the first group's best end
+        if s == k:
+            break
+        e = int(choice[s])
+        sizes.append(int(bounds[e] - bounds[s]))
+        steps.append(int(padded[bounds[s]]))
+        s = e
+    return sizes, steps
