@@ -216,7 +216,7 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": stats,
         "torch_threads": torch.get_num_threads(),
-        "model": {k: getattr(config.model, k) for k in ("length_groups", "group_size_multiple", "group_length_multiple")},
+        "grouping": [config.model.length_groups, config.model.group_size_multiple, config.model.group_length_multiple],
     }
 
 

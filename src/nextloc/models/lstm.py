@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -39,7 +38,8 @@ class LSTMConfig:
     group_length_multiple: int = 4  # sequence=grouped: padded steps per group, a multiple of this
 
     def __post_init__(self) -> None:
-        for key in ("embed_dim", "hidden_size", "num_layers", "length_groups", "group_size_multiple", "group_length_multiple"):
+        counts = ("embed_dim", "hidden_size", "num_layers", "length_groups")
+        for key in (*counts, "group_size_multiple", "group_length_multiple"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be > 0")
         for key in ("lstm_dropout", "embed_dropout", "head_dropout", "fc_dropout"):
@@ -72,7 +72,8 @@ class VisitEmbedding(nn.Module):
     def forward(self, location: Tensor, time_slot: Tensor, weekday: Tensor, duration: Tensor) -> Tensor:
         x = self.location(location)
         if self.use_time:
-            x = x + self.hour(time_slot // SLOTS_PER_HOUR) + self.quarter(time_slot % SLOTS_PER_HOUR) + self.weekday(weekday)
+            hour, quarter = time_slot // SLOTS_PER_HOUR, time_slot % SLOTS_PER_HOUR
+            x = x + self.hour(hour) + self.quarter(quarter) + self.weekday(weekday)
         if self.use_duration:
             x = x + self.duration(duration)
         return self.dropout(x)
