@@ -112,8 +112,8 @@ class LastStepLSTM(nn.Module):
         dropout,
         sequence="grouped",
         length_groups=4,
-        group_size_multiple=1,
-        group_length_multiple=1,
+        group_size_multiple=4,
+        group_length_multiple=4,
     ) -> None:
         super().__init__()
         dropout = dropout if num_layers > 1 else 0.0  # it only acts between layers
