@@ -1,6 +1,7 @@
 """``train.py`` end to end through Hydra, in subprocesses, on tiny synthetic data."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +150,20 @@ class TestUserErrors:
         result = train(f"resume={tmp_path / 'typo'}", smoke=False, check=False)
         assert result.returncode == 2 and "give the directory of an earlier run" in result.stderr
         assert not (tmp_path / "typo").exists()
+
+    def test_resume_of_a_checkpoint_that_does_not_fit_the_model_says_so(self, finished_run, tmp_path):
+        """As from a version whose model named its parameters differently."""
+        run = tmp_path / "old"
+        shutil.copytree(finished_run, run)
+        (run / "test_results.json").unlink()
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        state["model"] = {key.replace("encoder.layers.", "encoder.lstm."): v for key, v in state["model"].items()}
+        state["finished"] = False
+        torch.save(state, run / "checkpoints" / "last.pt")
+        result = train(f"resume={run}", smoke=False, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "does not fit this model" in output
+        assert "Traceback" not in output
 
     def test_resume_rejects_other_overrides(self, finished_run):
         result = train(f"resume={finished_run}", "optim.lr=0.1", smoke=False, check=False)

@@ -135,7 +135,7 @@ class TestLSTMModelInit:
 
     def test_lstm_weight_hh_is_orthogonal(self, params):
         """nn.init.orthogonal_ on a (4h, h) matrix gives orthonormal columns: W^T W = I."""
-        for name in ("encoder.lstm.weight_hh_l0", "encoder.lstm.weight_hh_l1"):
+        for name in ("encoder.layers.0.weight_hh_l0", "encoder.layers.1.weight_hh_l0"):
             w = params[name].detach()
             torch.testing.assert_close(w.T @ w, torch.eye(128), atol=1e-5, rtol=0)
 

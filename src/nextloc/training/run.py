@@ -34,7 +34,7 @@ from nextloc.config import RunConfig
 from nextloc.data.batches import SplitTensors
 from nextloc.data.datasets import load_dataset
 from nextloc.data.samples import SPLITS
-from nextloc.errors import ConfigError
+from nextloc.errors import ConfigError, DataError
 from nextloc.io import write_atomic, write_json
 from nextloc.models import build_model, count_parameters
 from nextloc.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -246,7 +246,11 @@ class _Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # e.g. written by a version whose model named its parameters differently
+            first = str(err).splitlines()[0]
+            raise DataError(f"{self.run_dir / LAST}: does not fit this model ({first}); start a new run") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["early_stopping"])
