@@ -56,11 +56,11 @@ class TestLengthGroups:
         groups = LengthGroups.plan(length, width=9, max_groups=3, size_multiple=2, length_multiple=4)
         assert groups.order.tolist() == [1, 3, 4, 0, 5, 2]
         blocks = groups.split(groups.gather(self.field(length, 9)).float()[:, None])
-        assert [tuple(b.shape) for b in blocks] == [(r, s, 1) for r, s in zip(groups.sizes, groups.steps)]
+        assert [tuple(b.shape) for b in blocks] == [(s, r, 1) for r, s in zip(groups.sizes, groups.steps)]  # time-major
         rows = groups.order.split(groups.sizes)
         for block, group_rows, steps in zip(blocks, rows, groups.steps):
             step = torch.arange(steps).clamp(max=8)  # steps past the width repeat the last column
-            expected = group_rows[:, None] * 1000 + step[None, :]
+            expected = step[:, None] + group_rows[None, :] * 1000
             assert torch.equal(block[..., 0], expected.float())
 
     def test_last_steps_are_in_batch_order(self):
@@ -75,4 +75,4 @@ class TestLengthGroups:
         groups = LengthGroups.plan(length, width=5)
         assert groups.sizes == [3] and groups.steps == [5]
         (block,) = groups.split(groups.gather(self.field(length, 5))[:, None])
-        assert torch.equal(block[..., 0], self.field(length, 5)[groups.order])
+        assert torch.equal(block[..., 0], self.field(length, 5)[groups.order].T)

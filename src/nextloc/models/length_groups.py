@@ -4,9 +4,11 @@ A recurrent encoder treats sequences independently, so it may run a batch
 group by group: the longest histories together, the short ones together,
 each group padded only to its own longest member. :class:`LengthGroups` is
 that layout. It gathers a ``(B, T)`` history field into one flat run of
-positions (group after group, row-major), splits the embedded positions back
-into per-group ``(rows, steps, d)`` blocks, and puts each sequence's output
-at its last valid step back in batch order.
+positions (group after group, each time-major), splits the embedded positions
+back into per-group ``(steps, rows, d)`` blocks, and puts each sequence's
+output at its last valid step back in batch order. Time-major is oneDNN's own
+RNN layout: batch-first blocks cost a transposed copy of every input, output
+and gradient in every layer call.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ class LengthGroups:
 
     ``order`` holds the batch rows, longest history first; ``length`` their
     history lengths; ``sizes[g]`` and ``steps[g]`` the rows and padded steps of
-    group ``g``; ``index`` the flat ``(row * width + step)`` positions of all
-    groups, ``sum(sizes[g] * steps[g])`` of them.
+    group ``g``; ``index`` the ``(row * width + step)`` positions of all
+    groups, ``sum(sizes[g] * steps[g])`` of them, each group step by step;
+    ``last`` each batch row's last valid step among those positions.
     """
 
     order: Tensor
@@ -33,6 +36,7 @@ class LengthGroups:
     sizes: list[int]
     steps: list[int]
     index: Tensor
+    last: Tensor
 
     @classmethod
     def plan(
@@ -47,31 +51,47 @@ class LengthGroups:
         unbounded shapes it rebuilds kernels batch after batch and its cache
         grows to gigabytes. Steps past ``width`` repeat the last column; a
         unidirectional encoder never reads them into a valid step's output.
+        The index arithmetic runs in NumPy: a handful of tiny arrays, for which
+        each torch call would cost more than the work.
         """
         length_sorted, order = torch.sort(length, descending=True)
-        sizes, steps = length_group_sizes(length_sorted.cpu().numpy(), max_groups, size_multiple, length_multiple)
-        row_steps = torch.repeat_interleave(torch.tensor(steps), torch.tensor(sizes))  # (B,) padded length of each row
-        start = torch.cumsum(row_steps, 0) - row_steps  # first flat position of each row
-        row = torch.repeat_interleave(order.cpu(), row_steps)
-        step = torch.arange(int(row_steps.sum())) - torch.repeat_interleave(start, row_steps)
-        index = (row * width + step.clamp(max=width - 1)).to(length.device)
-        return cls(order=order, length=length_sorted, sizes=sizes, steps=steps, index=index)
+        sorted_np, order_np = length_sorted.cpu().numpy(), order.cpu().numpy()
+        sizes, steps = length_group_sizes(sorted_np, max_groups, size_multiple, length_multiple)
+        ends = np.cumsum(sizes)
+        starts = ends - sizes  # first sorted row of each group
+        offsets = np.cumsum([0] + [n * t for n, t in zip(sizes, steps)])  # first position of each group
+        index, last = [], np.empty(len(order_np), dtype=np.int64)
+        for g, (start, end, group_steps) in enumerate(zip(starts, ends, steps)):
+            rows = order_np[start:end]
+            step = np.minimum(np.arange(group_steps), width - 1)
+            index.append((step[:, None] + rows[None, :] * width).ravel())  # (steps, rows), time-major
+            last[rows] = offsets[g] + (sorted_np[start:end] - 1) * (end - start) + np.arange(end - start)
+        index = np.concatenate(index)
+        return cls(
+            order=order,
+            length=length_sorted,
+            sizes=sizes,
+            steps=steps,
+            index=torch.from_numpy(index).to(length.device),
+            last=torch.from_numpy(last).to(length.device),
+        )
 
     def gather(self, field: Tensor) -> Tensor:
         """A ``(B, width)`` history field as the flat positions of all groups: ``(N,)``."""
         return field.reshape(-1)[self.index]
 
     def split(self, x: Tensor) -> list[Tensor]:
-        """Flat positions ``(N, d)`` as one ``(rows, steps, d)`` block per group."""
+        """Flat positions ``(N, d)`` as one time-major ``(steps, rows, d)`` block per group."""
         blocks = torch.split(x, [rows * steps for rows, steps in zip(self.sizes, self.steps)])
-        return [block.view(rows, steps, -1) for block, rows, steps in zip(blocks, self.sizes, self.steps)]
+        return [block.view(steps, rows, -1) for block, rows, steps in zip(blocks, self.sizes, self.steps)]
 
     def last_steps(self, outputs: list[Tensor]) -> Tensor:
-        """Each sequence's output at its last valid step, in batch order: ``(B, h)``."""
-        parts = []
-        for out, group_length in zip(outputs, torch.split(self.length, self.sizes)):
-            parts.append(out[torch.arange(len(group_length), device=out.device), group_length - 1])
-        return torch.cat(parts).index_select(0, torch.argsort(self.order))
+        """Each sequence's output at its last valid step, in batch order: ``(B, h)``.
+
+        ``outputs`` are the groups' ``(steps, rows, h)`` results, in the layout of :meth:`split`.
+        """
+        flat = torch.cat([out.reshape(-1, out.shape[-1]) for out in outputs])
+        return flat.index_select(0, self.last)
 
 
 def length_group_sizes(

@@ -122,7 +122,7 @@ class LastStepLSTM(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.LSTM(size, hidden_size, batch_first=True) for size in sizes)
+        self.layers = nn.ModuleList(nn.LSTM(size, hidden_size) for size in sizes)
         self.dropout = Dropout(dropout)  # between layers
         self.sequence = sequence
         grouped = sequence == "grouped"
@@ -139,12 +139,12 @@ class LastStepLSTM(nn.Module):
     def forward(self, blocks: list[Tensor], groups: LengthGroups) -> Tensor:
         if self.sequence == "packed":
             (x,) = blocks  # one group, longest first
-            packed = pack_padded_sequence(x, groups.length.cpu(), batch_first=True)
+            packed = pack_padded_sequence(x, groups.length.cpu())
             for i, layer in enumerate(self.layers):
                 if i:
                     packed = PackedSequence(self.dropout(packed.data), packed.batch_sizes)
                 packed = layer(packed)[0]
-            return groups.last_steps([pad_packed_sequence(packed, batch_first=True)[0]])
+            return groups.last_steps([pad_packed_sequence(packed)[0]])
         for i, layer in enumerate(self.layers):
             if i:
                 blocks = [self.dropout(x) for x in blocks]
