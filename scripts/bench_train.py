@@ -54,6 +54,7 @@ separately and not a faithful replacement).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -153,7 +154,7 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
     from nextloc.config import compose_run_config
     from nextloc.data.samples import PADDING
     from nextloc.models import build_model
-    from nextloc.training.optim import build_optimizer
+    from nextloc.training.optim import build_optimizer, clear_gradients, clip_gradients
 
     torch.set_num_threads(option["threads"])
     torch.manual_seed(seed)
@@ -165,11 +166,16 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
     config = compose_run_config(overrides)
     model = build_model(config.model, num_locations=cfg["L"], num_users=cfg["U"])
     model.train()
+    parameters = list(model.parameters())
     reference = option["name"] == REFERENCE
-    if reference:  # the reference's Adam: one update loop per parameter tensor
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
-    else:
-        optimizer = build_optimizer(model.parameters(), config.optim)
+    if reference:  # the reference's Adam (one update loop per parameter tensor) and gradient handling
+        optimizer = torch.optim.Adam(parameters, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
+        clear = functools.partial(optimizer.zero_grad, set_to_none=True)
+        clip = functools.partial(nn.utils.clip_grad_norm_, parameters, 1.0)
+    else:  # as training.loop.train_epoch
+        optimizer = build_optimizer(parameters, config.optim)
+        clear = functools.partial(clear_gradients, parameters)
+        clip = functools.partial(clip_gradients, parameters, config.optim.grad_clip)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(split), generator=generator)
     bs = config.dataset.batch_size
@@ -190,10 +196,10 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
             loss = F.cross_entropy(logits, batch.target, ignore_index=PADDING)
         value = loss.item()
         t2 = clock()
-        optimizer.zero_grad(set_to_none=True)
+        clear()
         loss.backward()
         t3 = clock()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip()
         optimizer.step()
         t4 = clock()
         if reference:  # nextloc's training loop computes no metrics on training batches

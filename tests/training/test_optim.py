@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nextloc.config import OptimConfig, SchedulerConfig
-from nextloc.training.optim import build_optimizer, build_scheduler, warmup_linear
+from nextloc.training.optim import build_optimizer, build_scheduler, clear_gradients, clip_gradients, warmup_linear
 
 
 def adam(lr=1e-3):
@@ -95,3 +95,38 @@ class TestBuildOptimizer:
         group = optimizer.param_groups[0]
         assert type(optimizer) is torch.optim.SGD
         assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.05, 0.9, 1e-5)
+
+
+def parameters_with_gradients(scale, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((5, 3), (7,), (2, 2, 2))]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    return params
+
+
+class TestGradients:
+    @pytest.mark.parametrize("scale", [1e-3, 0.15, 0.3, 10.0, float("nan")])
+    def test_clipping_gives_clip_grad_norm_bit_for_bit(self, scale):
+        """Total norms 0.005, 0.79, 1.57, 52 and NaN against max_norm 1."""
+        expected, params = parameters_with_gradients(scale), parameters_with_gradients(scale)
+        torch.nn.utils.clip_grad_norm_(expected, 1.0)
+        clip_gradients(params, 1.0)
+        for p, q in zip(params, expected):
+            torch.testing.assert_close(p.grad, q.grad, atol=0, rtol=0, equal_nan=True)
+
+    def test_clipping_at_exactly_the_threshold_matches_too(self):
+        """At norm == max_norm, clip_grad_norm_ still scales by max_norm / (norm + 1e-6) < 1."""
+        params = parameters_with_gradients(1.0)
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        expected = parameters_with_gradients(1.0)
+        torch.nn.utils.clip_grad_norm_(expected, norm)
+        clip_gradients(params, norm)
+        assert not torch.equal(params[0].grad, parameters_with_gradients(1.0)[0].grad)  # it did rescale
+        for p, q in zip(params, expected):
+            assert torch.equal(p.grad, q.grad)
+
+    def test_clearing_sets_every_gradient_to_none(self):
+        params = parameters_with_gradients(1.0)
+        clear_gradients(params)
+        assert all(p.grad is None for p in params)

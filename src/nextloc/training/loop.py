@@ -13,6 +13,7 @@ from nextloc.data.batches import SplitTensors
 from nextloc.data.samples import PADDING
 from nextloc.errors import NextlocError
 from nextloc.metrics import MetricAccumulator
+from nextloc.training.optim import clear_gradients, clip_gradients
 
 
 class DivergedError(NextlocError):
@@ -39,6 +40,7 @@ def train_epoch(
     epoch and step when a loss is not finite.
     """
     model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
     batches = split.batches(batch_size, shuffle=True, drop_last=True, generator=generator)
     total = split.num_batches(batch_size, drop_last=True)
     loss_sum = 0.0
@@ -51,9 +53,9 @@ def train_epoch(
             raise DivergedError(
                 f"training loss is {value} at epoch {epoch}, step {step}; lower optim.lr or check the data"
             )
-        optimizer.zero_grad(set_to_none=True)
+        clear_gradients(parameters)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        clip_gradients(parameters, grad_clip)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
