@@ -34,7 +34,7 @@ class LSTMConfig:
     use_user: bool = True
     init: str = "reference"
     sequence: str = "grouped"  # how the LSTM skips padding; all give the same model
-    length_groups: int = 4  # sequence=grouped: at most this many length groups per batch
+    length_groups: int = 3  # sequence=grouped: at most this many length groups per batch
     group_size_multiple: int = 4  # sequence=grouped: rows per group, a multiple of this
     group_length_multiple: int = 4  # sequence=grouped: padded steps per group, a multiple of this
 
@@ -116,7 +116,7 @@ class LastStepLSTM(nn.Module):
         num_layers,
         dropout,
         sequence="grouped",
-        length_groups=4,
+        length_groups=3,
         group_size_multiple=4,
         group_length_multiple=4,
     ) -> None:
@@ -178,7 +178,7 @@ class LSTMModel(nn.Module):
         use_user: bool = True,
         init: str = "reference",
         sequence: str = "grouped",
-        length_groups: int = 4,
+        length_groups: int = 3,
         group_size_multiple: int = 4,
         group_length_multiple: int = 4,
     ) -> None:
