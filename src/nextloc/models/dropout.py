@@ -13,7 +13,7 @@ class Dropout(nn.Module):
     """``nn.Dropout`` with a mask made from 16-bit uniform integers on the CPU.
 
     PyTorch's CPU dropout draws one Bernoulli variate per element from the
-    serial Mersenne Twister, about 8 ns each: a sixth of a GeoLife-sized
+    serial Mersenne Twister, about 8 ns each: a tenth of a GeoLife-sized
     training step. Here every 64-bit draw of the same generator gives four
     16-bit uniforms, about 1 ns per element. The drop probability is rounded
     to a multiple of 2^-16 (0.2 -> 0.199997) and kept values are scaled by the
