@@ -26,7 +26,8 @@ kernels for the few group shapes the grouped path uses, as in every epoch
 after the first one; the timed batches are the steady state of an epoch.
 
 The ``reference-like`` row does what the reference does per batch: the packed
-LSTM, Adam with its per-parameter update loop, and every metric computed on
+LSTM, PyTorch's dropout, Adam with its per-parameter update loop,
+``zero_grad`` and ``clip_grad_norm_``, and every metric computed on
 every training batch with a full argsort over all classes (a second argsort for
 the positions, ``topk`` for acc@k). It approximates the reference's 10 s
 (GeoLife) / 430 s (DIY) per epoch on a 2-core machine. The other rows run
@@ -145,6 +146,18 @@ def reference_metrics(logits, target) -> dict:
 # ----------------------------------------------------------------------------- one row
 
 
+def use_torch_dropout(model) -> None:
+    """Replace nextloc's ``Dropout`` layers by ``nn.Dropout`` (the reference's, with its slower CPU mask)."""
+    from torch import nn
+
+    from nextloc.models.dropout import Dropout
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Dropout):
+                setattr(module, name, nn.Dropout(child.p))
+
+
 def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> dict:
     """Train ``n_batches`` batches after a warm-up; per-phase seconds per batch and peak RSS."""
     import torch
@@ -168,7 +181,8 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
     model.train()
     parameters = list(model.parameters())
     reference = option["name"] == REFERENCE
-    if reference:  # the reference's Adam (one update loop per parameter tensor) and gradient handling
+    if reference:  # the reference's dropout, Adam (one update loop per parameter tensor) and gradient handling
+        use_torch_dropout(model)
         optimizer = torch.optim.Adam(parameters, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
         clear = functools.partial(optimizer.zero_grad, set_to_none=True)
         clip = functools.partial(nn.utils.clip_grad_norm_, parameters, 1.0)

@@ -106,7 +106,7 @@ class LastStepLSTM(nn.Module):
 
     Each layer is its own one-layer ``nn.LSTM`` so that the dropout between
     layers is :class:`~nextloc.models.dropout.Dropout`, not ``nn.LSTM``'s
-    built-in one with its slow CPU mask; the parameters are the same.
+    built-in one with its slow CPU mask: the same parameters, named per layer.
     """
 
     def __init__(
