@@ -1,7 +1,7 @@
 """Optuna hyperparameter search over ``train.py`` runs, with pruning.
 
 ``python scripts/tune.py [--search lstm] [--n-trials N] [--pruner median|halving|none]
-[--sampler-seed S] [--storage URL] [--study-name NAME] [--dir DIR] [key=value ...]``
+[--sampler-seed S] [--storage URL] [--study-name NAME] [--dir DIR] [--heartbeat SECONDS] [key=value ...]``
 
 The search space is ``conf/hparams_search/<search>.yaml``; ``key=value``
 overrides apply to every trial (``dataset=diy``, ``max_epochs=30``). The study
@@ -9,7 +9,12 @@ lives in ``<dir>/study.db`` (default dir ``outputs/tune/<study name>``):
 running the same command again resumes and extends it, ``optuna-dashboard
 sqlite:///<dir>/study.db`` or ``optuna.load_study`` read it, and
 ``--storage postgresql://...`` lets many workers on many machines share one
-study. ``python scripts/summarize.py <dir>`` tabulates its trials.
+study. A trial whose worker died (``kill -9``, a lost node) is marked failed
+after two ``--heartbeat`` intervals without a sign of life (default 60 s) and
+run again with the same parameters by the next worker that starts a trial: it
+continues from the last completed epoch in the dead trial's directory. A trial
+stopped with Ctrl-C is recorded as failed and not run again.
+``python scripts/summarize.py <dir>`` tabulates its trials.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite in --dir)")
     parser.add_argument("--study-name", help="default: the search name")
     parser.add_argument("--dir", type=Path, help="study directory (default: outputs/tune/<study name>)")
+    parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a worker's signs of life")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
@@ -54,6 +60,7 @@ def main(argv: list[str]) -> int:
             compose_run_config, overrides, search_space(settings["space"]), args.dir or Path("outputs/tune") / name,
             n_trials=_given(args.n_trials, settings["n_trials"]), metric=settings["metric"], study_name=name,
             storage=args.storage, sampler_seed=_given(args.sampler_seed, settings["sampler_seed"]), pruner=pruner,
+            heartbeat=args.heartbeat,
         )
     except NextlocError as err:
         print(f"error: {err}", file=sys.stderr)

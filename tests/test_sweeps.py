@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -128,6 +130,31 @@ class TestTune:
         trials = optuna.load_study(study_name="shared", storage=storage).trials
         assert sorted(t.number for t in trials) == [0, 1]
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+    def test_a_dead_workers_trial_is_run_again_from_its_last_epoch(self, tmp_path, data_dir):
+        """kill -9 after trial 0's first epoch; two silent heartbeats later the next worker continues it."""
+        args = ["--n-trials", "1", "--pruner", "none", "--heartbeat", "1", "max_epochs=4"]
+        worker = subprocess.Popen([sys.executable, "scripts/tune.py", *SMOKE, "threads=1", data_dir, "--dir",
+                                   str(tmp_path), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log, checkpoint = tmp_path / "trial_0" / "train.log", tmp_path / "trial_0" / "checkpoints" / "last.pt"
+        while worker.poll() is None and not checkpoint.exists():  # written atomically after each epoch
+            time.sleep(0.005)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert not (tmp_path / "trial_0" / "test_results.json").exists(), "the trial finished before it was killed"
+        time.sleep(2.5)
+        tune(tmp_path, data_dir, *args)
+        dead, retry = optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+        assert (dead.state, retry.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
+        assert retry.params == dead.params
+        assert "resuming" in log.read_text() and not (tmp_path / "trial_1").exists()
+        assert log.read_text().count("epoch 0:") == 1
+        assert retry.value == results(tmp_path / "trial_0")["validation"]["acc@1"]
+        assert results(tmp_path / "trial_0")["epochs_run"] == 4
+
+    def test_bad_heartbeat_stops_with_one_line(self, tmp_path):
+        result = tune(tmp_path, "--heartbeat", "0", "--n-trials", "1", check=False)
+        assert result.returncode == 2 and "heartbeat=0" in result.stderr and "Traceback" not in result.stderr
 
     def test_bad_override_stops_before_any_trial(self, tmp_path):
         result = tune(tmp_path, "model.hidden_size=0", "--n-trials", "1", check=False)

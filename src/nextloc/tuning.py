@@ -4,13 +4,17 @@ Each trial is a complete run directory ``<study dir>/trial_<n>/`` (with
 ``.hydra/overrides.yaml``, so ``scripts/summarize.py`` reads a study like a
 sweep). The objective is the best epoch's validation metric, never a test one;
 every epoch reports the validation metric so the pruner can stop hopeless
-trials early.
+trials early. Workers send heartbeats: a trial whose worker died (``kill -9``,
+a lost node) is marked failed once it has been silent for two heartbeat
+intervals and is run again with the same parameters, continuing from the last
+completed epoch in its run directory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from nextloc.training.run import run
 log = logging.getLogger(__name__)
 PRUNERS = ("median", "halving", "none")
 STORAGE_FILE = "study.db"
+RETRIES = 3  # times a trial whose worker died is run again
 
 
 @dataclass
@@ -90,20 +95,25 @@ def optimize(
     storage: str | None = None,
     sampler_seed: int = 0,
     pruner: optuna.pruners.BasePruner | None = None,
+    heartbeat: int = 60,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of the study (created, or loaded to resume or extend it).
 
     ``compose(overrides)`` turns command-line overrides into a validated
     :class:`RunConfig`; the trial's suggestions are appended to ``overrides``.
     The study is stored in ``storage`` (default: SQLite in ``study_dir``), so
-    several workers can share it and Optuna's own tools can read it.
+    several workers can share it and Optuna's own tools can read it. Every
+    ``heartbeat`` seconds a worker marks its trial alive (see module doc).
     """
     if metric not in METRICS:
         raise ConfigError(f"metric '{metric}' cannot be maximised; choose one of {list(METRICS)}")
+    if heartbeat < 1:
+        raise ConfigError(f"heartbeat={heartbeat}: give the seconds between a worker's signs of life, at least 1")
     study_dir.mkdir(parents=True, exist_ok=True)
     study = _open_study(
+        storage or f"sqlite:///{(study_dir / STORAGE_FILE).resolve()}",
+        heartbeat,
         study_name=study_name,
-        storage=storage or f"sqlite:///{(study_dir / STORAGE_FILE).resolve()}",
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
@@ -112,7 +122,7 @@ def optimize(
 
     def objective(trial: optuna.Trial) -> float:
         trial_overrides = overrides + [f"{p.name}={p.suggest(trial)}" for p in space]
-        run_dir = study_dir / f"trial_{trial.number}"
+        run_dir = _run_dir(trial, study_dir)
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / ".hydra" / "overrides.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(trial_overrides)))
 
@@ -136,14 +146,40 @@ def optimize(
     return study
 
 
-def _open_study(attempts: int = 5, **kwargs) -> optuna.Study:
-    """``optuna.create_study``, retried: workers that start together on a new database race to create its tables."""
-    for attempt in range(attempts - 1):
+def _run_dir(trial: optuna.Trial, study_dir: Path) -> Path:
+    """``trial_<number>``, or for the retry of a dead worker's trial the directory that trial used, if it is here.
+
+    The directory is kept in the trial's user attributes, which the retry inherits.
+    """
+    earlier = trial.user_attrs.get("run_dir")
+    if earlier is not None and Path(earlier).is_dir():
+        return Path(earlier)
+    run_dir = study_dir / f"trial_{trial.number}"
+    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    return run_dir
+
+
+def _open_study(url: str, heartbeat: int, attempts: int = 5, **kwargs) -> optuna.Study:
+    """``optuna.create_study`` on an RDB storage with heartbeats and retries of dead workers' trials.
+
+    Retried a few times: workers that start together on a new database race to create its tables.
+    """
+    for attempt in range(attempts):
         try:
-            return optuna.create_study(**kwargs)
+            with warnings.catch_warnings():  # heartbeats and retries are marked experimental since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(
+                        max_retry=RETRIES, inherit_intermediate_values=True
+                    ),
+                )
+            return optuna.create_study(storage=storage, **kwargs)
         except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
             time.sleep(0.5 * (attempt + 1))
-    return optuna.create_study(**kwargs)
 
 
 @contextmanager
