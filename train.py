@@ -21,8 +21,7 @@ from omegaconf import DictConfig
 
 from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
 from nextloc.errors import NextlocError
-from nextloc.io import write_json
-from nextloc.training.run import run
+from nextloc.training.run import record_failure, run
 
 log = logging.getLogger("nextloc")
 
@@ -51,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job %s failed: %s", hydra_config.job.num, err)
         else:
             log.exception("job %s failed", hydra_config.job.num)
-        write_json(run_dir / "failed.json", {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        record_failure(run_dir, err)
         return None  # the other jobs of the sweep go on
     return results["validation"]["acc@1"]
 

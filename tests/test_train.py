@@ -13,6 +13,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nextloc.io import exclusive_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"correct@1", "correct@3", "correct@5", "correct@10", "rr", "ndcg", "f1", "total",
                "acc@1", "acc@5", "acc@10", "mrr", "loss", "acc@1_known", "acc@5_known", "mrr_known", "unseen_share"}
@@ -164,6 +166,21 @@ class TestUserErrors:
         output = result.stdout + result.stderr
         assert result.returncode == 2 and "does not fit this model" in output
         assert "Traceback" not in output
+
+    def test_a_run_directory_in_use_is_refused_and_left_alone(self, finished_run, data_dir, tmp_path):
+        """resume= of a run another process holds; a sweep restarted while a job of it still runs."""
+        results = finished_run / "test_results.json"
+        before = results.read_text()
+        with exclusive_lock(finished_run / ".lock"):
+            result = train(f"resume={finished_run}", smoke=False, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "in use by another process" in output and "Traceback" not in output
+        assert results.read_text() == before
+        with exclusive_lock(tmp_path / "0" / ".lock"):
+            train("-m", f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16", "max_epochs=1", data_dir=data_dir)
+        assert "in use by another process" in (tmp_path / "0" / "train.log").read_text()
+        assert not (tmp_path / "0" / "failed.json").exists() and not (tmp_path / "0" / "run_config.json").exists()
+        assert (tmp_path / "1" / "test_results.json").is_file()
 
     def test_resume_rejects_other_overrides(self, finished_run):
         result = train(f"resume={finished_run}", "optim.lr=0.1", smoke=False, check=False)

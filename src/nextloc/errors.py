@@ -11,3 +11,7 @@ class ConfigError(NextlocError):
 
 class DataError(NextlocError):
     """Missing, truncated or inconsistent data on disk."""
+
+
+class RunInUse(NextlocError):
+    """The run directory is being used by another process right now."""

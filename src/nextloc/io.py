@@ -1,7 +1,8 @@
-"""Atomic writes: a file or folder appears complete or not at all."""
+"""Atomic writes (a file or folder appears complete or not at all) and an exclusive lock on a file."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -53,3 +54,22 @@ def atomic_directory(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, wait: bool = False):
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
+
+    When another process holds it, wait for it with ``wait``, else raise
+    ``BlockingIOError`` at once. The operating system drops the lock when its
+    holder ends, however it ends (``kill -9`` included), so a lock file left
+    behind never blocks anyone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)

@@ -28,7 +28,7 @@ from nextloc.config import RunConfig
 from nextloc.errors import ConfigError, NextlocError
 from nextloc.io import write_atomic, write_json
 from nextloc.summary import METRICS
-from nextloc.training.run import run
+from nextloc.training.run import record_failure, run
 
 log = logging.getLogger(__name__)
 PRUNERS = ("median", "halving", "none")
@@ -138,7 +138,7 @@ def optimize(
                 write_json(run_dir / "pruned.json", {"status": "pruned", "error": str(pruned)})
                 raise
             except NextlocError as err:
-                write_json(run_dir / "failed.json", {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+                record_failure(run_dir, err)
                 raise
         return results["validation"][metric]
 

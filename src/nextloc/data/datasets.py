@@ -10,17 +10,16 @@ the folder appears in one rename.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from nextloc.config import DatasetConfig
 from nextloc.data.store import FORMAT_VERSION, METADATA, ProcessedData, read_processed
 from nextloc.errors import DataError
+from nextloc.io import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def prepare_dataset(config: DatasetConfig) -> Path:
             f"`python scripts/preprocess.py dataset={config.name}`, or point dataset.processed_dir at a processed data set "
             f"(`python scripts/import_pk.py <folder> --trust-pickle` imports the reference's pickles)"
         )
-    with _lock(path):
+    with exclusive_lock(path.parent / f".{path.name}.lock", wait=True):
         if not (path / METADATA).is_file():  # nobody made it while we waited
             _create(config, path)
     return path
@@ -84,14 +83,3 @@ def _create(config: DatasetConfig, path: Path) -> None:
     else:
         log.info("preprocessing %s from %s into %s", config.name, config.preprocess.raw_dir, path)
         preprocess(config, path, parameters)
-
-
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

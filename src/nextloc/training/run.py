@@ -10,6 +10,8 @@ The run directory holds (SPEC §7)::
     checkpoints/last.pt        the full state after the last completed epoch (for resume=)
     test_results.json          test and best-validation metrics, counts and run facts
     test_per_user.csv          test metrics per user
+    failed.json                the error, when a job of a sweep or search failed
+    .lock                      locked while a process uses the directory
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import logging
 import platform
 import random
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,8 @@ from nextloc.config import RunConfig
 from nextloc.data.batches import SplitTensors
 from nextloc.data.datasets import load_dataset
 from nextloc.data.samples import SPLITS
-from nextloc.errors import ConfigError, DataError
-from nextloc.io import write_atomic, write_json
+from nextloc.errors import ConfigError, DataError, RunInUse
+from nextloc.io import exclusive_lock, write_atomic, write_json
 from nextloc.models import build_model, count_parameters
 from nextloc.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from nextloc.training.early_stopping import Decision, EarlyStopping
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 RESULTS = "test_results.json"
 CONFIG = "run_config.json"
+FAILED = "failed.json"
+LOCK = ".lock"
 PER_USER = "test_per_user.csv"
 BEST, LAST = "checkpoints/best.pt", "checkpoints/last.pt"
 REPORTED = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1", "loss")
@@ -57,9 +62,28 @@ def run(config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], 
     Continues from ``run_dir/checkpoints/last.pt`` when that directory ran the
     same config before. ``on_epoch(epoch, validation_metrics)`` is called after
     every epoch (a search reports to its pruner there and may raise to stop
-    the run). Returns the content of ``test_results.json``.
+    the run). Returns the content of ``test_results.json``. One process at a
+    time uses a run directory; another one stops with :class:`RunInUse`.
     """
     run_dir = Path(run_dir)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(run_dir / LOCK))
+        except BlockingIOError:
+            raise RunInUse(
+                f"{run_dir} is in use by another process right now; wait for it to end, "
+                "or give this run a directory of its own"
+            ) from None
+        return _run(config, run_dir, on_epoch)
+
+
+def record_failure(run_dir: Path, err: Exception) -> None:
+    """Write ``failed.json``, so that summaries list the job as failed; never into a directory in use elsewhere."""
+    if not isinstance(err, RunInUse):
+        write_json(run_dir / FAILED, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+
+
+def _run(config: RunConfig, run_dir: Path, on_epoch: Callable[[int, dict], None] | None) -> dict:
     _claim(run_dir, config)
     if (run_dir / RESULTS).is_file():
         log.info("%s has finished already; its results stay as they are", run_dir)

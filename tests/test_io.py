@@ -1,0 +1,63 @@
+"""Atomic writes and the run directory's lock."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from nextloc.io import exclusive_lock, write_json
+
+HOLD = """
+import sys, time
+from nextloc.io import exclusive_lock
+with exclusive_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_held_lock_refuses_others_at_once_and_dies_with_its_holder(tmp_path):
+    lock = tmp_path / "run" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BlockingIOError), exclusive_lock(lock):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no chance to unlock
+        holder.wait()
+    with exclusive_lock(lock):
+        pass
+    with exclusive_lock(lock):  # released at the end of the block
+        pass
+
+
+def test_a_waiting_lock_is_taken_once_its_holder_ends(tmp_path):
+    lock = tmp_path / ".data.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    taken = threading.Event()
+
+    def wait_for_the_lock():
+        with exclusive_lock(lock, wait=True):
+            taken.set()
+
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        assert not taken.wait(0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    waiter.join(timeout=30)
+    assert taken.is_set()
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    file = tmp_path / "results.json"
+    write_json(file, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(file, {"a": object()})
+    assert file.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
