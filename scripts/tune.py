@@ -9,11 +9,12 @@ lives in ``<dir>/study.db`` (default dir ``outputs/tune/<study name>``):
 running the same command again resumes and extends it, ``optuna-dashboard
 sqlite:///<dir>/study.db`` or ``optuna.load_study`` read it, and
 ``--storage postgresql://...`` lets many workers on many machines share one
-study. A trial whose worker died (``kill -9``, a lost node) is marked failed
-after two ``--heartbeat`` intervals without a sign of life (default 60 s) and
-run again with the same parameters by the next worker that starts a trial: it
-continues from the last completed epoch in the dead trial's directory. A trial
-stopped with Ctrl-C is recorded as failed and not run again.
+study. Workers send a heartbeat every ``--heartbeat`` seconds (fixed when the
+study is created, default 60). A trial whose worker died (``kill -9``, a lost
+node) is run again with the same parameters by the first trial any worker
+starts once it has been silent for two intervals, continuing from the last
+completed epoch in the dead trial's directory. A trial stopped with Ctrl-C is
+recorded as failed and not run again.
 ``python scripts/summarize.py <dir>`` tabulates its trials.
 """
 
@@ -44,7 +45,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite in --dir)")
     parser.add_argument("--study-name", help="default: the search name")
     parser.add_argument("--dir", type=Path, help="study directory (default: outputs/tune/<study name>)")
-    parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a worker's signs of life")
+    parser.add_argument("--heartbeat", type=int, help="seconds between a worker's signs of life (set when a study "
+                        "is created, default 60; later workers use the study's)")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
@@ -66,7 +68,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     states = [t.state.name.lower() for t in study.trials]
-    print(f"study '{name}': " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
+    print(f"study '{name}': " + (", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))) or "no trials"))
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if completed:
         print(f"best trial {study.best_trial.number}: validation {settings['metric']} "

@@ -1,5 +1,7 @@
 """Atomic writes and the run directory's lock."""
 
+import errno
+import fcntl
 import subprocess
 import sys
 import threading
@@ -61,3 +63,16 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
         write_json(file, {"a": object()})
     assert file.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_without_file_locks_the_block_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    """As on cluster file systems mounted without lock support (flock fails with ENOLCK)."""
+
+    def no_locks(file, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = False
+    with exclusive_lock(tmp_path / ".lock"):
+        ran = True
+    assert ran and "does not lock files" in caplog.text

@@ -12,6 +12,8 @@ import optuna
 import pandas as pd
 import pytest
 
+from nextloc.io import exclusive_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["debug=smoke", "max_epochs=2"]
 
@@ -99,6 +101,26 @@ def tune(study_dir, *args, check=True):
                "--pruner-warmup-epochs", "0", *args, check=check)
 
 
+WORKER = ["--n-trials", "1", "--pruner", "none", "--heartbeat", "1", "max_epochs=4"]
+
+
+def start_worker(study_dir, data_dir, name):
+    """A ``tune.py`` worker in the background (one trial of 4 epochs, a heartbeat every second), logging to <name>.err."""
+    with (study_dir / f"{name}.err").open("w") as err:
+        worker = subprocess.Popen([sys.executable, "scripts/tune.py", *SMOKE, "threads=1", data_dir, "--dir",
+                                   str(study_dir), *WORKER], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    worker.err = study_dir / f"{name}.err"
+    return worker
+
+
+def wait_for(condition, worker, limit=120):
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert worker.poll() is None, "the worker ended first: " + worker.err.read_text()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 class TestTune:
     def test_study_prunes_a_hopeless_trial_and_resumes(self, tmp_path, data_dir):
         """Trial 0 learns; trial 1 has lr 1e-4 and is below trial 0's curve from its first epoch on."""
@@ -132,29 +154,51 @@ class TestTune:
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
     def test_a_dead_workers_trial_is_run_again_from_its_last_epoch(self, tmp_path, data_dir):
-        """kill -9 after trial 0's first epoch; two silent heartbeats later the next worker continues it."""
-        args = ["--n-trials", "1", "--pruner", "none", "--heartbeat", "1", "max_epochs=4"]
-        worker = subprocess.Popen([sys.executable, "scripts/tune.py", *SMOKE, "threads=1", data_dir, "--dir",
-                                   str(tmp_path), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        log, checkpoint = tmp_path / "trial_0" / "train.log", tmp_path / "trial_0" / "checkpoints" / "last.pt"
-        while worker.poll() is None and not checkpoint.exists():  # written atomically after each epoch
-            time.sleep(0.005)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        assert not (tmp_path / "trial_0" / "test_results.json").exists(), "the trial finished before it was killed"
-        time.sleep(2.5)
-        tune(tmp_path, data_dir, *args)
-        dead, retry = optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+        """kill -9 after trial 0's first epoch; two silent heartbeats later the next worker continues it, after
+        waiting for the run directory's lock (held here as by a worker that is not dead after all)."""
+        dead = start_worker(tmp_path, data_dir, "a")
+        wait_for(lambda: (tmp_path / "trial_0" / "checkpoints" / "last.pt").exists(), dead)
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        with exclusive_lock(tmp_path / "trial_0" / ".lock"):
+            time.sleep(2.5)
+            retrying = start_worker(tmp_path, data_dir, "b")
+            wait_for(lambda: "waiting for it to end" in (tmp_path / "trial_0" / "train.log").read_text(), retrying)
+        assert retrying.wait(timeout=300) == 0, retrying.err.read_text()[-3000:]
+        self.assert_retried_in_place(tmp_path)
+
+    def test_a_worker_whose_trial_was_taken_over_leaves_the_run_and_goes_on(self, tmp_path, data_dir):
+        """Trial 0 is declared dead while its worker still runs (as after a frozen machine): it stops at its
+        next epoch without marking the run failed, and the worker ends normally."""
+        worker = start_worker(tmp_path, data_dir, "a")
+        wait_for(lambda: (tmp_path / "trial_0" / "checkpoints" / "last.pt").exists(), worker)
+        optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'study.db'}").tell(
+            0, state=optuna.trial.TrialState.FAIL)
+        assert worker.wait(timeout=300) == 0, worker.err.read_text()[-3000:]
+        assert "trial 0 was taken over by another worker" in worker.err.read_text()
+        assert not (tmp_path / "trial_0" / "test_results.json").exists()
+        assert not (tmp_path / "trial_0" / "failed.json").exists()
+
+    @staticmethod
+    def assert_retried_in_place(study_dir):
+        dead, retry = optuna.load_study(study_name="lstm", storage=f"sqlite:///{study_dir / 'study.db'}").trials
         assert (dead.state, retry.state) == (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE)
         assert retry.params == dead.params
-        assert "resuming" in log.read_text() and not (tmp_path / "trial_1").exists()
-        assert log.read_text().count("epoch 0:") == 1
-        assert retry.value == results(tmp_path / "trial_0")["validation"]["acc@1"]
-        assert results(tmp_path / "trial_0")["epochs_run"] == 4
+        log = (study_dir / "trial_0" / "train.log").read_text()
+        assert "resuming" in log and log.count("epoch 0:") == 1 and not (study_dir / "trial_1").exists()
+        assert retry.value == results(study_dir / "trial_0")["validation"]["acc@1"]
+        assert results(study_dir / "trial_0")["epochs_run"] == 4
 
     def test_bad_heartbeat_stops_with_one_line(self, tmp_path):
         result = tune(tmp_path, "--heartbeat", "0", "--n-trials", "1", check=False)
         assert result.returncode == 2 and "heartbeat=0" in result.stderr and "Traceback" not in result.stderr
+
+    def test_every_worker_of_a_study_uses_its_heartbeat(self, tmp_path):
+        """Workers judge each other's trials by their own interval, so a study keeps the one it was made with."""
+        tune(tmp_path, "--heartbeat", "5", "--n-trials", "0")
+        result = tune(tmp_path, "--heartbeat", "60", "--n-trials", "0", check=False)
+        assert result.returncode == 2 and "heartbeat=60" in result.stderr and "every 5 s" in result.stderr
+        tune(tmp_path, "--n-trials", "0")
 
     def test_bad_override_stops_before_any_trial(self, tmp_path):
         result = tune(tmp_path, "model.hidden_size=0", "--n-trials", "1", check=False)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # flock unsupported, not "held by another process"
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
@@ -63,13 +68,22 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False):
     When another process holds it, wait for it with ``wait``, else raise
     ``BlockingIOError`` at once. The operating system drops the lock when its
     holder ends, however it ends (``kill -9`` included), so a lock file left
-    behind never blocks anyone.
+    behind never blocks anyone. On a file system without locks (some cluster
+    file systems) the block runs unlocked, with a warning.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as file:
-        fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked = True
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in NO_LOCKS:
+                raise
+            log.warning("%s: the file system does not lock files (%s); going on without the lock", path, err)
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(file, fcntl.LOCK_UN)

@@ -4,10 +4,15 @@ Each trial is a complete run directory ``<study dir>/trial_<n>/`` (with
 ``.hydra/overrides.yaml``, so ``scripts/summarize.py`` reads a study like a
 sweep). The objective is the best epoch's validation metric, never a test one;
 every epoch reports the validation metric so the pruner can stop hopeless
-trials early. Workers send heartbeats: a trial whose worker died (``kill -9``,
-a lost node) is marked failed once it has been silent for two heartbeat
-intervals and is run again with the same parameters, continuing from the last
-completed epoch in its run directory.
+trials early.
+
+Workers send heartbeats. When a worker starts a trial, Optuna first marks
+failed every running trial that has been silent for two heartbeat intervals
+(its worker died: ``kill -9``, a lost node) and queues a retry with the same
+parameters, which continues from the last completed epoch in the dead trial's
+run directory. A worker that was only frozen (a suspended machine) finds its
+trial taken over at its next epoch and leaves the run to the retry, which
+waits for the directory's lock.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ log = logging.getLogger(__name__)
 PRUNERS = ("median", "halving", "none")
 STORAGE_FILE = "study.db"
 RETRIES = 3  # times a trial whose worker died is run again
+HEARTBEAT = 60  # seconds, unless the study was created with another interval
+HEARTBEAT_ATTR = "heartbeat_s"
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+class TrialTakenOver(NextlocError):
+    """Another worker declared this trial's worker dead and runs the trial again."""
 
 
 @dataclass
@@ -95,7 +107,7 @@ def optimize(
     storage: str | None = None,
     sampler_seed: int = 0,
     pruner: optuna.pruners.BasePruner | None = None,
-    heartbeat: int = 60,
+    heartbeat: int | None = None,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of the study (created, or loaded to resume or extend it).
 
@@ -103,22 +115,25 @@ def optimize(
     :class:`RunConfig`; the trial's suggestions are appended to ``overrides``.
     The study is stored in ``storage`` (default: SQLite in ``study_dir``), so
     several workers can share it and Optuna's own tools can read it. Every
-    ``heartbeat`` seconds a worker marks its trial alive (see module doc).
+    ``heartbeat`` seconds a worker marks its trial alive (see module doc); the
+    interval is the study's, fixed when it is created (default 60 s).
     """
     if metric not in METRICS:
         raise ConfigError(f"metric '{metric}' cannot be maximised; choose one of {list(METRICS)}")
-    if heartbeat < 1:
+    if heartbeat is not None and heartbeat < 1:
         raise ConfigError(f"heartbeat={heartbeat}: give the seconds between a worker's signs of life, at least 1")
     study_dir.mkdir(parents=True, exist_ok=True)
     study = _open_study(
         storage or f"sqlite:///{(study_dir / STORAGE_FILE).resolve()}",
         heartbeat,
         study_name=study_name,
-        load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=pruner or optuna.pruners.MedianPruner(),
     )
+    for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
+        log.info("trial %d is running (or its worker died: then the first trial started %d s after its last "
+                 "heartbeat runs it again)", trial.number, 2 * study.user_attrs[HEARTBEAT_ATTR])
 
     def objective(trial: optuna.Trial) -> float:
         trial_overrides = overrides + [f"{p.name}={p.suggest(trial)}" for p in space]
@@ -127,23 +142,44 @@ def optimize(
         write_atomic(run_dir / ".hydra" / "overrides.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(trial_overrides)))
 
         def report(epoch: int, validation: dict) -> None:
-            trial.report(validation[metric], epoch)
+            try:
+                trial.report(validation[metric], epoch)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                raise TrialTakenOver(_taken_over(trial)) from None
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: validation {metric} {validation[metric]:.2f}")
 
         with _log_to(run_dir / "train.log"):
             try:
-                results = run(compose(trial_overrides), run_dir, on_epoch=report)
+                results = run(compose(trial_overrides), run_dir, on_epoch=report, wait=True)
             except optuna.TrialPruned as pruned:
                 write_json(run_dir / "pruned.json", {"status": "pruned", "error": str(pruned)})
+                raise
+            except TrialTakenOver:
+                taken_over.append(trial.number)
                 raise
             except NextlocError as err:
                 record_failure(run_dir, err)
                 raise
+        if trial.number not in {t.number for t in study.get_trials(deepcopy=False, states=(RUNNING,))}:
+            taken_over.append(trial.number)
+            raise TrialTakenOver(_taken_over(trial))  # its retry finds these results and reports them
         return results["validation"][metric]
 
-    study.optimize(objective, n_trials=n_trials, catch=(NextlocError,))
+    taken_over: list[int] = []
+    for _ in range(n_trials):  # one call per trial: a trial taken over ends only its own call
+        try:
+            study.optimize(objective, n_trials=1, catch=(NextlocError,))
+        except ValueError:  # Optuna cannot record the end of a trial that another worker took over
+            if not taken_over:
+                raise
+            log.warning("trial %d was taken over by another worker; this one goes on", taken_over.pop())
     return study
+
+
+def _taken_over(trial: optuna.Trial) -> str:
+    return (f"trial {trial.number} was declared dead (no heartbeat for two intervals) and is run again by "
+            "another worker, which continues its run directory")
 
 
 def _run_dir(trial: optuna.Trial, study_dir: Path) -> Path:
@@ -159,8 +195,25 @@ def _run_dir(trial: optuna.Trial, study_dir: Path) -> Path:
     return run_dir
 
 
-def _open_study(url: str, heartbeat: int, attempts: int = 5, **kwargs) -> optuna.Study:
-    """``optuna.create_study`` on an RDB storage with heartbeats and retries of dead workers' trials.
+def _open_study(url: str, heartbeat: int | None, **kwargs) -> optuna.Study:
+    """The study (created or loaded) on an RDB storage with heartbeats at the study's interval.
+
+    A new study keeps ``heartbeat`` (default :data:`HEARTBEAT`) in its user
+    attributes: workers judge each other's trials by their own interval, so
+    all of them must use the same one.
+    """
+    study = _connect(url, heartbeat or HEARTBEAT, **kwargs)
+    if HEARTBEAT_ATTR not in study.user_attrs:
+        study.set_user_attr(HEARTBEAT_ATTR, heartbeat or HEARTBEAT)
+    interval = study.user_attrs[HEARTBEAT_ATTR]
+    if heartbeat is not None and heartbeat != interval:
+        raise ConfigError(f"heartbeat={heartbeat}: this study's workers send one every {interval} s; "
+                          "leave --heartbeat out or give that value")
+    return study if interval == (heartbeat or HEARTBEAT) else _connect(url, interval, **kwargs)
+
+
+def _connect(url: str, heartbeat: int, attempts: int = 5, **kwargs) -> optuna.Study:
+    """``optuna.create_study(load_if_exists=True)`` with heartbeats and retries of dead workers' trials.
 
     Retried a few times: workers that start together on a new database race to create its tables.
     """
@@ -171,11 +224,11 @@ def _open_study(url: str, heartbeat: int, attempts: int = 5, **kwargs) -> optuna
                 storage = optuna.storages.RDBStorage(
                     url,
                     heartbeat_interval=heartbeat,
-                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=RETRIES, inherit_intermediate_values=True
                     ),
                 )
-            return optuna.create_study(storage=storage, **kwargs)
+            return optuna.create_study(storage=storage, load_if_exists=True, **kwargs)
         except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
             if attempt == attempts - 1:
                 raise

@@ -56,24 +56,30 @@ BEST, LAST = "checkpoints/best.pt", "checkpoints/last.pt"
 REPORTED = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1", "loss")
 
 
-def run(config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+def run(
+    config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], None] | None = None, wait: bool = False
+) -> dict:
     """Train and test one model as ``config`` says, writing every artefact into ``run_dir``.
 
     Continues from ``run_dir/checkpoints/last.pt`` when that directory ran the
     same config before. ``on_epoch(epoch, validation_metrics)`` is called after
     every epoch (a search reports to its pruner there and may raise to stop
     the run). Returns the content of ``test_results.json``. One process at a
-    time uses a run directory; another one stops with :class:`RunInUse`.
+    time uses a run directory: another one stops with :class:`RunInUse`, or
+    with ``wait`` waits until the first one ends and then continues its run.
     """
     run_dir = Path(run_dir)
     with ExitStack() as stack:
         try:
             stack.enter_context(exclusive_lock(run_dir / LOCK))
         except BlockingIOError:
-            raise RunInUse(
-                f"{run_dir} is in use by another process right now; wait for it to end, "
-                "or give this run a directory of its own"
-            ) from None
+            if not wait:
+                raise RunInUse(
+                    f"{run_dir} is in use by another process right now; wait for it to end, "
+                    "or give this run a directory of its own"
+                ) from None
+            log.info("%s is in use by another process; waiting for it to end", run_dir)
+            stack.enter_context(exclusive_lock(run_dir / LOCK, wait=True))
         return _run(config, run_dir, on_epoch)
 
 
