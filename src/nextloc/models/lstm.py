@@ -115,10 +115,10 @@ class LastStepLSTM(nn.Module):
         hidden_size,
         num_layers,
         dropout,
-        sequence="grouped",
-        length_groups=3,
-        group_size_multiple=4,
-        group_length_multiple=4,
+        sequence,
+        length_groups,
+        group_size_multiple,
+        group_length_multiple,
     ) -> None:
         super().__init__()
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
