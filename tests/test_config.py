@@ -26,7 +26,7 @@ class TestLoadRunConfig:
             assert getattr(config, group).name == option
 
     def test_defaults_follow_the_reference(self):
-        """SPEC §5: Adam 1e-3, weight decay 1e-6, warm-up 2 / decay 50 epochs, patience 3, seed 42."""
+        """docs/reference.md: Adam 1e-3, weight decay 1e-6, warm-up 2 / decay 50 epochs, patience 3, seed 42."""
         config = load()
         assert (config.optim.name, config.optim.lr, config.optim.weight_decay) == ("adam", 1e-3, 1e-6)
         assert (config.scheduler.warmup_epochs, config.scheduler.decay_epochs) == (2, 50)

@@ -59,7 +59,7 @@ def finished_run(tmp_path_factory, data_dir):
 
 class TestTrainRun:
     def test_run_directory_holds_every_artefact(self, finished_run):
-        """SPEC §7: config, log, TensorBoard events, best checkpoint, results, per-user CSV."""
+        """docs/reference.md: config, log, TensorBoard events, best checkpoint, results, per-user CSV."""
         assert (finished_run / ".hydra" / "config.yaml").is_file()
         assert "epoch 0:" in (finished_run / "train.log").read_text()
         assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))

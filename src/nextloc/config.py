@@ -41,7 +41,7 @@ def _positive(section: str, obj: Any, *keys: str) -> None:
 
 @dataclass
 class PreprocessConfig:
-    """Raw GPS -> staypoints -> locations -> samples (SPEC §2-3); defaults are GeoLife's.
+    """Raw GPS -> staypoints -> locations -> samples (docs/reference.md); defaults are GeoLife's.
 
     Distances in metres, times in minutes. The synthetic data set uses only
     the sample parameters at the end.
@@ -116,17 +116,29 @@ class SyntheticConfig:
                 raise ConfigError(f"dataset.synthetic.{key}={getattr(self, key)} not in [0, 1]")
 
 
+SOURCES = ("synthetic", "geolife", "diy", "reference_pickle")  # the reader that makes a processed data set
+
+
 @dataclass
 class DatasetConfig:
     name: str = "synthetic"
+    source: str = "synthetic"  # one of SOURCES; several data sets may share a reader
     processed_dir: str = "data/processed/synthetic"
     batch_size: int = 32
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    synthetic: SyntheticConfig | None = None  # set for the generated data set only
+    synthetic: SyntheticConfig | None = None  # source=synthetic only; None there means the defaults
 
     def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"dataset.source='{self.source}' is unknown; choose one of {list(SOURCES)}")
+        if self.source != "synthetic" and self.synthetic is not None:
+            raise ConfigError(f"dataset.synthetic is set but dataset.source={self.source}; it belongs to source=synthetic")
         if self.batch_size < 2:  # the model's BatchNorm needs two samples per training batch
             raise ConfigError(f"dataset.batch_size={self.batch_size} must be >= 2")
+
+    def synthetic_settings(self) -> SyntheticConfig:
+        """The synthetic generator's parameters (source=synthetic)."""
+        return self.synthetic or SyntheticConfig()
 
 
 @dataclass

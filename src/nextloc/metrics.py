@@ -1,18 +1,56 @@
-r"""Ranking metrics of next-location prediction (SPEC §6).
+r"""Ranking metrics of next-location prediction, exact in the presence of tied scores.
 
-For a sample with target ``y`` and logits ``z``, its rank is
-``1 + #{c : z_c > z_y}``: classes tied with the target do not push it down,
-so ties resolve in the model's favour. From the ranks:
+Ties. For a sample with target ``y`` and scores ``z`` over ``C`` classes let
 
-- ``acc@k`` = share of samples with rank <= k (k = 1, 5, 10; ``correct@3`` too)
-- ``mrr``   = mean of 1 / rank
-- ``ndcg``  = NDCG@10 = mean of 1 / log2(rank + 1) over ranks <= 10, else 0
-- ``f1``    = support-weighted F1 of the top-1 predictions (sklearn "weighted")
+- ``g = #{c : z_c > z_y}``        (classes strictly above the target) and
+- ``e = #{c != y : z_c == z_y}``  (other classes tied with the target).
 
-All shares are in percent; counts (``correct@k``, ``rr``, ``total``) are
-kept so that results of different runs can be pooled. Class 1 ("not seen in
-training") counts as a correct prediction, as in the reference; the ``_known``
-keys repeat acc@1, acc@5 and mrr over the targets that are known locations.
+The target's rank is taken to be uniform on ``g+1 .. g+e+1``, i.e. the ties
+are broken uniformly at random, and every metric is the *expectation* over
+that tie-break (McSherry & Najork, "Computing information retrieval
+performance measures efficiently in the presence of tied scores", ECIR 2008).
+Ties therefore never resolve in the model's favour: a model whose scores are
+all equal over ``L`` classes gets acc@1 = 100 / L percent, not 100. For a
+model without ties (``e = 0``, the usual case of floating-point scores) the
+formulas reduce to the plain ones of rank ``r = g + 1``. Per sample:
+
+- ``acc@k``  = P(rank <= k) = ``clip((k - g) / (e + 1), 0, 1)`` (k = 1, 3, 5, 10)
+- ``rr``     = E[1 / rank] = ``(H(g+e+1) - H(g)) / (e + 1)`` with the harmonic
+  numbers ``H(n) = 1 + 1/2 + ... + 1/n`` (exact: a cumulative-sum table)
+- ``ndcg``   = NDCG@10 = E[1 / log2(rank + 1) if rank <= 10 else 0]
+  = ``(D(min(g+e+1, 10)) - D(min(g, 10))) / (e + 1)`` with the prefix sums
+  ``D(n) = sum_{r=1..n} 1 / log2(r + 1)``
+
+``correct@k`` and ``rr`` are the sums over the samples (expected counts, so
+floats); ``acc@k``, ``mrr`` and ``ndcg`` the means, in percent.
+
+NaN. A NaN target score ranks last (``g = C - 1``, ``e = 0``); a NaN score of
+another class is neither greater than nor equal to the target's, so it never
+pushes the target down.
+
+F1. The top-1 prediction of a sample is uniform over its ``m`` tied maxima
+(the classes whose score equals the largest non-NaN score; a row of NaN only
+predicts every class with probability 1 / C, though its target ranks last).
+``f1`` is the support-weighted F1 (sklearn's ``average="weighted"``) of the
+*expected* confusion counts:
+
+- predicted mass of class c: ``P_c = sum over samples of [c among its maxima] / m``
+- true positives of c:       ``TP_c = sum over samples with target c of [c among its maxima] / m``
+  (= the sample's expected acc@1, ``[g = 0] / (e + 1)``)
+- support of c:              ``S_c = #samples with target c``
+- ``F1_c = 2 TP_c / (P_c + S_c)`` (= 2PR / (P + R), 0 where TP_c = 0)
+- ``f1 = sum_c S_c F1_c / sum_c S_c``
+
+Without ties this equals ``sklearn.metrics.f1_score(target, argmax, average="weighted")``.
+(It is the F1 of the expected confusion, not the expected F1 over tie-breaks;
+F1 is not linear in the counts.)
+
+Nothing sorts over the classes: only comparisons with the target's and the
+maximum score and sums. All shares are in percent; the counts (``correct@k``,
+``rr``, ``total``) are kept so that results of different runs can be pooled.
+Class 1 ("not seen in training") counts as a correct prediction, as in the
+reference; the ``_known`` keys repeat acc@1, acc@5 and mrr over the targets
+that are known locations.
 """
 
 from __future__ import annotations
@@ -20,39 +58,96 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 from torch import Tensor
 
 from nextloc.data.samples import UNSEEN
 
 TOP_K = (1, 3, 5, 10)
+NDCG_CUT = 10
+
+# D[n] = sum_{r=1..n} 1 / log2(r + 1), n = 0..10
+_NDCG_PREFIX = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, NDCG_CUT + 2, dtype=np.float64)))])
 
 
-def target_ranks(logits: Tensor, target: Tensor) -> Tensor:
-    """Rank of each target among the classes, without sorting: ``(B, C), (B,) -> (B,)``.
+def rank_counts(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``(g, e)`` of each target, without sorting: ``(B, C), (B,) -> (B,), (B,)``.
+
+    ``g`` counts the classes scored strictly above the target, ``e`` the other
+    classes scored equal to it; the target's rank is uniform on ``g+1 .. g+e+1``.
+    A NaN target score gives ``(C - 1, 0)``: last.
 
     Examples
     --------
-    >>> target_ranks(torch.tensor([[0.1, 0.5, 0.2]]), torch.tensor([2]))
-    tensor([2])
+    >>> rank_counts(torch.tensor([[0.1, 0.5, 0.2, 0.5]]), torch.tensor([1]))
+    (tensor([0]), tensor([1]))
+    >>> rank_counts(torch.tensor([[float("nan"), 0.5, 0.2]]), torch.tensor([0]))
+    (tensor([2]), tensor([0]))
     """
-    target_logit = logits.gather(1, target[:, None])
-    rank = (logits > target_logit).sum(dim=1) + 1
-    # a NaN compares false with everything: such a target must rank last, not first
-    return torch.where(torch.isfinite(target_logit.squeeze(1)), rank, logits.shape[1])
+    target_score = scores.gather(1, target[:, None])
+    # int32 sums: several times faster on CPU than the default int64 of a bool sum
+    greater = (scores > target_score).sum(dim=1, dtype=torch.int32).long()
+    equal = (scores == target_score).sum(dim=1, dtype=torch.int32).long() - 1
+    nan = target_score.squeeze(1).isnan()
+    greater = torch.where(nan, scores.shape[1] - 1, greater)
+    equal = torch.where(nan, 0, equal)
+    return greater, equal
 
 
-def ranking_metrics(rank: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> dict:
-    """Every metric of the module docstring from per-sample ranks and top-1 predictions."""
-    total = len(rank)
+def top_ties(scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The tied maxima of each row: ``argmax (B,)``, their count ``m (B,)`` and the mask ``(B, C)``.
+
+    NaN scores are never among the maxima, except in a row of NaN only, where
+    every class is. ``argmax`` is one of the maxima; it is *the* prediction
+    where ``m == 1``.
+
+    Examples
+    --------
+    >>> top_ties(torch.tensor([[0.1, 0.5, 0.5], [float("nan"), 1.0, 0.0]]))[1]
+    tensor([2, 1])
+    """
+    best, argmax = scores.max(dim=1)
+    if best.isnan().any():  # max propagates NaN: only batches with a NaN pay for the copy
+        best = torch.where(scores.isnan(), float("-inf"), scores).amax(dim=1)
+        is_max = scores == best[:, None]
+        is_max[~is_max.any(dim=1)] = True  # rows of NaN only
+        argmax = is_max.to(torch.uint8).argmax(dim=1)  # not a NaN's index nor a -inf tied with NaNs
+    else:
+        is_max = scores == best[:, None]
+    return argmax, is_max.sum(dim=1, dtype=torch.int32).long(), is_max
+
+
+def ranking_metrics(g: np.ndarray, e: np.ndarray, target: np.ndarray, predicted: np.ndarray) -> dict:
+    """Every metric of the module docstring from per-sample rank counts.
+
+    ``g``, ``e`` and ``target`` have one entry per sample; ``predicted[c]`` is the
+    expected number of these samples whose top-1 prediction is class ``c``
+    (``np.bincount(argmax)`` without ties; at least ``target.max() + 1`` long).
+
+    Examples
+    --------
+    Target 2 tied with class 3 at the top: acc@1 = 1/2, rr = (1 + 1/2) / 2;
+    expected TP = 1/2 out of a predicted mass of 1/2 and a support of 1, so
+    precision 1, recall 1/2 and F1 = 2/3.
+
+    >>> r = ranking_metrics(np.array([0]), np.array([1]), np.array([2]), np.array([0, 0, 0.5, 0.5]))
+    >>> r["acc@1"], r["rr"], round(r["f1"], 6)
+    (50.0, 0.75, 66.666667)
+    """
+    g = np.asarray(g, dtype=np.int64)
+    e = np.asarray(e, dtype=np.int64)
+    target = np.asarray(target)
+    total = len(g)
     known = target != UNSEEN
-    rr = 1.0 / rank
-    gain = np.where(rank <= 10, 1.0 / np.log2(rank + 1.0), 0.0)
-    result = {f"correct@{k}": int((rank <= k).sum()) for k in TOP_K}
+    ties = e + 1.0
+    hits = {k: expected_hits(g, e, k) for k in TOP_K}
+    rr = _expected_reciprocal_rank(g, e)
+    cut = _NDCG_PREFIX[np.minimum(g + e + 1, NDCG_CUT)] - _NDCG_PREFIX[np.minimum(g, NDCG_CUT)]
+    gain = np.where(e == 0, np.where(g < NDCG_CUT, 1.0 / np.log2(g + 2.0), 0.0), cut / ties)
+    result = {f"correct@{k}": float(hits[k].sum()) for k in TOP_K}
     result |= {
         "rr": float(rr.sum()),
         "ndcg": _percent(gain.sum(), total),
-        "f1": 100.0 * f1_score(target, prediction, average="weighted") if total else 0.0,
+        "f1": expected_f1(target, hits[1], predicted),
         "total": total,
         "acc@1": _percent(result["correct@1"], total),
         "acc@5": _percent(result["correct@5"], total),
@@ -60,11 +155,55 @@ def ranking_metrics(rank: np.ndarray, prediction: np.ndarray, target: np.ndarray
         "mrr": _percent(rr.sum(), total),
         "unseen_share": _percent((~known).sum(), total),
         "total_known": int(known.sum()),
-        "acc@1_known": _percent((rank[known] <= 1).sum(), known.sum()),
-        "acc@5_known": _percent((rank[known] <= 5).sum(), known.sum()),
+        "acc@1_known": _percent(hits[1][known].sum(), known.sum()),
+        "acc@5_known": _percent(hits[5][known].sum(), known.sum()),
         "mrr_known": _percent(rr[known].sum(), known.sum()),
     }
     return result
+
+
+def expected_hits(g: np.ndarray, e: np.ndarray, k: int) -> np.ndarray:
+    """P(rank <= k) per sample for rank uniform on g+1 .. g+e+1: ``clip((k - g) / (e + 1), 0, 1)``."""
+    return np.clip((k - g) / (e + 1.0), 0.0, 1.0)
+
+
+def _expected_reciprocal_rank(g: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Mean of 1/r over r = g+1 .. g+e+1: ``(H(g+e+1) - H(g)) / (e+1)``, exactly 1/(g+1) without ties."""
+    rr = 1.0 / (g + 1.0)
+    tied = e > 0
+    if tied.any():
+        n = int((g[tied] + e[tied] + 1).max())
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64))])
+        gt, et = g[tied], e[tied]
+        rr[tied] = (harmonic[gt + et + 1] - harmonic[gt]) / (et + 1.0)
+    return rr
+
+
+def expected_confusion(target: np.ndarray, hit: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class ``support``, expected ``true_positive`` and ``predicted`` counts (float64, equal lengths).
+
+    ``hit[i]`` is the probability that sample ``i`` is predicted as its target
+    (its expected acc@1); ``predicted[c]`` the expected number of samples
+    predicted as ``c``.
+    """
+    target = np.asarray(target, dtype=np.int64)
+    n = max(int(target.max()) + 1 if len(target) else 0, len(predicted))
+    return {
+        "support": np.bincount(target, minlength=n).astype(np.float64),
+        "true_positive": np.bincount(target, weights=np.asarray(hit, dtype=np.float64), minlength=n),
+        "predicted": np.pad(np.asarray(predicted, dtype=np.float64), (0, n - len(predicted))),
+    }
+
+
+def expected_f1(target: np.ndarray, hit: np.ndarray, predicted: np.ndarray) -> float:
+    """Support-weighted F1 (percent) of the expected confusion counts (module docstring)."""
+    confusion = expected_confusion(target, hit, predicted)
+    support = confusion["support"]
+    some = support > 0
+    if not some.any():
+        return 0.0
+    f1 = 2.0 * confusion["true_positive"][some] / (confusion["predicted"][some] + support[some])
+    return 100.0 * float((support[some] * f1).sum()) / float(support.sum())
 
 
 def _percent(count, total) -> float:
@@ -72,7 +211,11 @@ def _percent(count, total) -> float:
 
 
 class MetricAccumulator:
-    """Collects per-sample ranks over an epoch; keeps no logits.
+    """Collects per-sample rank counts over an epoch; keeps no scores.
+
+    Per sample it keeps ``g``, ``e``, target, user, the argmax and whether the
+    top score is tied; the predicted mass of tied rows is summed per user as it
+    comes (a ``(C,)`` vector per user that has tied rows, nothing otherwise).
 
     Examples
     --------
@@ -80,46 +223,103 @@ class MetricAccumulator:
     >>> acc.update(torch.tensor([[0.0, 2.0, 1.0]]), torch.tensor([1]), torch.tensor([3]), torch.tensor(0.4))
     >>> acc.compute()["acc@1"]
     100.0
+    >>> acc.update(torch.zeros(1, 3), torch.tensor([1]), torch.tensor([3]))  # all tied; no loss given
+    >>> result = acc.compute()
+    >>> result["correct@1"], round(result["acc@1"], 4), result["loss"]  # 1 + 1/3 expected hits
+    (1.3333333333333333, 66.6667, None)
     """
 
     def __init__(self) -> None:
-        self._ranks, self._predictions, self._targets, self._users = [], [], [], []
+        self._greater, self._equal, self._targets, self._users = [], [], [], []
+        self._predictions, self._tied = [], []
+        self._num_classes = 0
+        self._tied_mass: dict[int, np.ndarray] = {}  # user -> (C,) predicted mass of that user's tied rows
         self._loss_sum = 0.0
-        self._batch_losses = []
+        self._batch_losses: list[float] = []
+        self._loss_missing = False
 
-    def update(self, logits: Tensor, target: Tensor, user: Tensor, loss: Tensor) -> None:
-        """Add one batch; ``loss`` is the batch's mean cross-entropy."""
-        logits = logits.detach()
-        self._ranks.append(target_ranks(logits, target).cpu())
-        self._predictions.append(logits.argmax(dim=1).cpu())
+    def update(self, scores: Tensor, target: Tensor, user: Tensor, loss: Tensor | float | None = None) -> None:
+        """Add one batch of scores ``(B, C)``; ``loss`` is the batch's mean cross-entropy, or None."""
+        scores = scores.detach()
+        self._num_classes = max(self._num_classes, scores.shape[1])
+        greater, equal = rank_counts(scores, target)
+        argmax, count, is_max = top_ties(scores)
+        tied = count > 1
+        self._greater.append(greater.cpu())
+        self._equal.append(equal.cpu())
         self._targets.append(target.cpu())
         self._users.append(user.cpu())
-        loss = float(loss)
-        self._batch_losses.append(loss)
-        self._loss_sum += loss * len(target)
+        self._predictions.append(argmax.cpu())
+        self._tied.append(tied.cpu())
+        if tied.any():
+            rows = tied.nonzero().squeeze(1)
+            weight = is_max[rows].to(torch.float64) / count[rows, None]
+            users, inverse = torch.unique(user[rows], return_inverse=True)
+            mass = torch.zeros(len(users), scores.shape[1], dtype=torch.float64, device=weight.device)
+            mass.index_add_(0, inverse, weight)
+            for u, row in zip(users.tolist(), mass.cpu().numpy()):
+                self._add_tied_mass(u, row)
+        if loss is None:
+            self._loss_missing = True
+        else:
+            loss = float(loss)
+            self._batch_losses.append(loss)
+            self._loss_sum += loss * len(target)
 
     def compute(self) -> dict:
         """Metrics of all batches, plus ``loss`` (per sample) and ``loss_batch_mean``.
 
         ``loss_batch_mean`` is the mean of the batches' mean losses (the last,
         partial batch weighs as a full one): the reference's early-stopping
-        criterion.
+        criterion. Both are None if any batch came without a loss.
         """
-        rank, prediction, target, _ = self._arrays()
-        result = ranking_metrics(rank, prediction, target)
-        result["loss"] = self._loss_sum / max(len(rank), 1)
-        result["loss_batch_mean"] = float(np.mean(self._batch_losses)) if self._batch_losses else 0.0
+        g, e, target, _, prediction, tied = self._arrays()
+        result = ranking_metrics(g, e, target, self._predicted_mass(prediction, tied))
+        if self._loss_missing:
+            result["loss"] = result["loss_batch_mean"] = None
+        else:
+            result["loss"] = self._loss_sum / max(len(g), 1)
+            result["loss_batch_mean"] = float(np.mean(self._batch_losses)) if self._batch_losses else 0.0
         return result
 
+    def confusion(self) -> dict[str, np.ndarray]:
+        """Expected confusion counts of all batches, per class (see :func:`expected_confusion`)."""
+        g, e, target, _, prediction, tied = self._arrays()
+        return expected_confusion(target, expected_hits(g, e, 1), self._predicted_mass(prediction, tied))
+
     def per_user(self) -> pd.DataFrame:
-        """One row of metrics per user, ordered by user id."""
-        rank, prediction, target, user = self._arrays()
+        """One row of metrics per user, ordered by user id (F1 over that user's samples)."""
+        g, e, target, user, prediction, tied = self._arrays()
+        order = np.argsort(user, kind="stable")
+        users, starts = np.unique(user[order], return_index=True)
         rows = []
-        for u in np.unique(user):
-            mask = user == u
-            rows.append({"user_id": int(u), **ranking_metrics(rank[mask], prediction[mask], target[mask])})
+        for u, part in zip(users.tolist(), np.split(order, starts[1:])):
+            predicted = self._untied_mass(prediction[part], tied[part])
+            mass = self._tied_mass.get(u)
+            if mass is not None:
+                predicted[: len(mass)] += mass
+            rows.append({"user_id": int(u), **ranking_metrics(g[part], e[part], target[part], predicted)})
         return pd.DataFrame(rows)
 
+    def _add_tied_mass(self, user: int, mass: np.ndarray) -> None:
+        known = self._tied_mass.get(user)
+        if known is None:
+            self._tied_mass[user] = mass.copy()
+        elif len(known) < len(mass):
+            self._tied_mass[user] = np.pad(known, (0, len(mass) - len(known))) + mass
+        else:
+            known[: len(mass)] += mass
+
+    def _predicted_mass(self, prediction: np.ndarray, tied: np.ndarray) -> np.ndarray:
+        predicted = self._untied_mass(prediction, tied)
+        for mass in self._tied_mass.values():
+            predicted[: len(mass)] += mass
+        return predicted
+
+    def _untied_mass(self, prediction: np.ndarray, tied: np.ndarray) -> np.ndarray:
+        return np.bincount(prediction[~tied], minlength=self._num_classes).astype(np.float64)
+
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        parts = (self._ranks, self._predictions, self._targets, self._users)
-        return tuple(torch.cat(p).numpy() if p else np.zeros(0, np.int64) for p in parts)
+        parts = (self._greater, self._equal, self._targets, self._users, self._predictions)
+        arrays = tuple(torch.cat(p).numpy() if p else np.zeros(0, np.int64) for p in parts)
+        return (*arrays, torch.cat(self._tied).numpy() if self._tied else np.zeros(0, bool))

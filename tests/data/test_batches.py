@@ -1,13 +1,13 @@
-from dataclasses import fields
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from nextloc.data.batches import Batch, SplitTensors
+from nextloc.errors import DataError
+from nextloc.data.batches import SplitTensors
 
 HISTORY_FIELDS = ("location", "time_slot", "weekday", "duration", "diff")
+ALL_FIELDS = (*HISTORY_FIELDS, "length", "user", "target")
 
 
 def split_frames(n_samples=10, seed=0):
@@ -35,7 +35,7 @@ def split_frames(n_samples=10, seed=0):
 
 
 def slow_batch(sp, samples, index):
-    """SPEC §3 step 5, one sample at a time: per-step features, padded with 0 to the longest."""
+    """docs/reference.md, samples step 5, one sample at a time: per-step features, padded with 0 to the longest."""
     rows = []
     for i in index:
         start, end, target = samples.iloc[i][["history_start", "history_end", "target_index"]]
@@ -67,7 +67,7 @@ class TestSplitTensorsBatch:
         sp, samples = split_frames()
         batch = SplitTensors(sp, samples).batch(torch.tensor(index))
         expected = slow_batch(sp, samples, index)
-        assert {f.name for f in fields(Batch)} == set(expected)
+        assert {"location", "length", "user", "target", *batch.features} == set(expected)
         for name, value in expected.items():
             got = getattr(batch, name)
             assert got.dtype == torch.long, name
@@ -97,6 +97,31 @@ class TestSplitTensorsBatch:
         assert batch.location.shape == (2, int(batch.length.max()))
 
 
+class TestOpenSchema:
+    def test_only_the_requested_features_are_carried_and_diff_only_when_asked(self):
+        sp, samples = split_frames()
+        batch = SplitTensors(sp, samples, inputs=("weekday",)).batch(torch.arange(4))
+        assert set(batch.features) == {"weekday"}
+        with pytest.raises(AttributeError, match="diff"):
+            batch.diff
+
+    def test_extra_staypoint_and_sample_columns_travel_to_the_batch(self):
+        """A staypoint column ``mode`` (row + 100) is a per-step feature; a sample column ``weight`` a per-sample one."""
+        sp, samples = split_frames()
+        sp["mode"] = np.arange(len(sp)) + 100
+        samples["weight"] = np.arange(len(samples)) * 3
+        index = torch.tensor([4, 1])
+        batch = SplitTensors(sp, samples, inputs=("mode",)).batch(index)
+        expected = slow_batch(sp, samples, [4, 1])
+        assert torch.equal(batch.mode, torch.where(expected["location"] > 0, expected["location"] - 2 + 100, 0))
+        assert batch.weight.tolist() == [12, 3]
+
+    def test_an_unknown_feature_is_refused_naming_what_the_data_has(self):
+        sp, samples = split_frames()
+        with pytest.raises(DataError, match="'speed'.*time_slot"):
+            SplitTensors(sp, samples, inputs=("speed",))
+
+
 class TestSplitTensorsBatches:
     def test_in_order_batches_cover_every_sample_once_with_a_partial_last(self, split):
         """10 samples in batches of 4: sizes 4, 4, 2, equal to batch(0..3), batch(4..7), batch(8..9)."""
@@ -105,7 +130,7 @@ class TestSplitTensorsBatches:
         assert split.num_batches(4, drop_last=False) == 3
         for b, index in zip(batches, (range(0, 4), range(4, 8), range(8, 10))):
             expected = split.batch(torch.tensor(list(index)))
-            assert all(torch.equal(getattr(b, f.name), getattr(expected, f.name)) for f in fields(Batch))
+            assert all(torch.equal(getattr(b, name), getattr(expected, name)) for name in ALL_FIELDS)
 
     def test_drop_last_drops_the_partial_batch(self, split):
         batches = list(split.batches(4, shuffle=False, drop_last=True))

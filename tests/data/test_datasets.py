@@ -38,12 +38,12 @@ class TestPrepareDataset:
 
     def test_a_folder_holding_a_data_set_is_used_as_it_is(self, tmp_path):
         path = prepare_dataset(tiny_synthetic(tmp_path))
-        geolife = DatasetConfig(name="geolife", processed_dir=str(path))
+        geolife = DatasetConfig(name="geolife", source="geolife", processed_dir=str(path))
         assert prepare_dataset(geolife) == path
 
     def test_preprocessing_resumes_from_finished_users(self, tmp_path, monkeypatch):
         """A crash after the per-user stage keeps its results: the re-run computes no staypoints."""
-        config = DatasetConfig(name="geolife", processed_dir=str(tmp_path), preprocess=PreprocessConfig(
+        config = DatasetConfig(name="geolife", source="geolife", processed_dir=str(tmp_path), preprocess=PreprocessConfig(
             raw_dir=str(SAMPLE), min_tracked_days=0, eps=100.0, num_samples=1, previous_day=0, min_history=1,
             train_fraction=0.3, validation_fraction=0.6, n_jobs=1))
 

@@ -31,7 +31,7 @@ LOOSE = dict(min_tracked_days=0, eps=100.0, num_samples=1, previous_day=0, min_h
 
 
 def geolife(tmp_path, raw_dir=SAMPLE, **overrides) -> DatasetConfig:
-    return DatasetConfig(name="geolife", processed_dir=str(tmp_path / "processed"), batch_size=2,
+    return DatasetConfig(name="geolife", source="geolife", processed_dir=str(tmp_path / "processed"), batch_size=2,
                          preprocess=PreprocessConfig(raw_dir=str(raw_dir), **(LOOSE | overrides)))
 
 
@@ -166,7 +166,7 @@ class TestBadInput:
     def test_broken_diy_csv_is_refused_with_its_file(self, tmp_path, rows, message):
         (tmp_path / "raw").mkdir()
         (tmp_path / "raw" / "part.csv").write_text(rows)
-        config = DatasetConfig(name="diy", processed_dir=str(tmp_path / "processed"),
+        config = DatasetConfig(name="diy", source="diy", processed_dir=str(tmp_path / "processed"),
                                preprocess=PreprocessConfig(raw_dir=str(tmp_path / "raw")))
         with pytest.raises(DataError, match=message):
             prepare_dataset(config)

@@ -68,7 +68,7 @@ def raw_dir(truth, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processed(raw_dir, tmp_path_factory):
-    config = DatasetConfig(name="diy", processed_dir=str(tmp_path_factory.mktemp("processed")), batch_size=256,
+    config = DatasetConfig(name="diy", source="diy", processed_dir=str(tmp_path_factory.mktemp("processed")), batch_size=256,
                            preprocess=diy_preprocess(raw_dir))
     path = prepare_dataset(config)
     return config, path, read_processed(path)

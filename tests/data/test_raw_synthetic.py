@@ -344,7 +344,7 @@ class TestMovePlaces:
 
 
 class TestTrackintelPipeline:
-    """Raw fixes -> trackintel staypoints -> DBSCAN locations recover the generating places (SPEC §2)."""
+    """Raw fixes -> trackintel staypoints -> DBSCAN locations recover the generating places (docs/reference.md)."""
 
     def test_one_location_per_place_visited_at_least_twice(self, truth, detected):
         """DBSCAN with min samples 2 can only find places with 2+ stays; it finds about those."""

@@ -7,7 +7,7 @@ from nextloc.errors import DataError
 
 
 def slow_generate_samples(sp, previous_day, train_fraction, validation_fraction, min_history):
-    """SPEC §3 written as plainly as possible: loops over users and rows.
+    """docs/reference.md written as plainly as possible: loops over users and rows.
 
     Returns {split: [(user, [history raw locations], target raw location)]}.
     """

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nextloc.data.info import DataInfo
 from nextloc.data.samples import SAMPLE_COLUMNS, SPLITS, STAYPOINT_COLUMNS, encode_locations, generate_samples
 from nextloc.data.store import LOCATION_COLUMNS, read_processed, write_processed
 from nextloc.errors import DataError
@@ -187,3 +188,29 @@ class TestReadProcessed:
         rewrite_consistently(folder, "test_staypoints.parquet", table)
         with pytest.raises(DataError, match=r"test_staypoints.parquet: location_id outside"):
             read_processed(folder)
+
+
+class TestOpenSchema:
+    def test_location_attributes_reach_the_model_by_encoded_id(self, tmp_path, sample_set):
+        """Attribute ``category`` = raw id // 2 (places 10..15 -> 5, 5, 6, 6, 7, 7): known ids 2..7 get them,
+        padding and "unseen" (place 16) get 0."""
+        places = locations().assign(category=lambda t: t["location_id"] // 2)
+        path = write_processed(tmp_path / "p", sample_set, name="tiny", parameters={}, locations=places)
+        data = read_processed(path)
+        info = DataInfo.from_tables(data.num_locations, data.num_users, data.locations)
+        assert info.location_attributes["category"].tolist() == [0, 0, 5, 5, 6, 6, 7, 7]
+
+    def test_named_step_features_and_extra_sample_columns_are_stored(self, tmp_path, sample_set):
+        """A staypoint column ``mode`` listed as a step feature and a sample column ``weight`` travel to disk."""
+        for split in SPLITS:
+            sample_set.staypoints[split]["mode"] = np.arange(len(sample_set.staypoints[split])) % 3
+            sample_set.samples[split]["weight"] = 7
+        try:
+            path = write_processed(tmp_path / "p", sample_set, name="tiny", parameters={}, step_features=("mode",))
+        finally:
+            for split in SPLITS:
+                del sample_set.staypoints[split]["mode"], sample_set.samples[split]["weight"]
+        data = read_processed(path)
+        assert data.metadata["step_features"] == ["mode"]
+        assert (data.staypoints["train"]["mode"].to_numpy() == np.arange(len(data.staypoints["train"])) % 3).all()
+        assert (data.samples["test"]["weight"] == 7).all()

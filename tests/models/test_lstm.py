@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from nextloc.data.batches import Batch
 from nextloc.errors import ConfigError
-from nextloc.models import build_model, count_parameters
+from nextloc.models import DataInfo, build_model, count_parameters
 from nextloc.models.lstm import SEQUENCE_PATHS, LSTMConfig, LSTMModel
 
 SMALL = dict(embed_dim=8, hidden_size=12)  # a tiny model for path comparisons
@@ -29,13 +29,10 @@ def random_batch(lengths, seed=0, padding=None):
 
     return Batch(
         location=field(1, NUM_LOCATIONS),
-        time_slot=field(0, 96),
-        weekday=field(0, 7),
-        duration=field(0, 96),
-        diff=field(0, 8),
         length=length,
         user=torch.randint(1, NUM_USERS, (len(lengths),), generator=g),
         target=torch.randint(1, NUM_LOCATIONS, (len(lengths),), generator=g),
+        features={"time_slot": field(0, 96), "weekday": field(0, 7), "duration": field(0, 96)},
     )
 
 
@@ -43,8 +40,7 @@ def model_with(sequence, length_groups=4, state=None, multiples=(1, 1)):
     """The small model in eval mode (no dropout), sharing ``state`` when given."""
     size_multiple, length_multiple = multiples
     model = LSTMModel(
-        NUM_LOCATIONS,
-        NUM_USERS,
+        DataInfo(NUM_LOCATIONS, NUM_USERS),
         sequence=sequence,
         length_groups=length_groups,
         group_size_multiple=size_multiple,
@@ -92,13 +88,13 @@ class TestLSTMConfig:
 
 class TestLSTMModelSize:
     def test_geolife_sizes_have_482659_parameters(self):
-        """SPEC §4: L = 1187, U = 46, d = 32, h = 128, fc_dropout 0.2 -> 482,659."""
-        model = build_model(LSTMConfig(embed_dim=32, hidden_size=128, fc_dropout=0.2), num_locations=1187, num_users=46)
+        """docs/reference.md: L = 1187, U = 46, d = 32, h = 128, fc_dropout 0.2 -> 482,659."""
+        model = build_model(LSTMConfig(embed_dim=32, hidden_size=128, fc_dropout=0.2), DataInfo(1187, 46))
         assert count_parameters(model) == 482_659
 
     def test_diy_sizes_have_2847582_parameters(self):
-        """SPEC §4: L = 7038, U = 693, d = 96, h = 192, fc_dropout 0.1 -> 2,847,582."""
-        model = build_model(LSTMConfig(embed_dim=96, hidden_size=192, fc_dropout=0.1), num_locations=7038, num_users=693)
+        """docs/reference.md: L = 7038, U = 693, d = 96, h = 192, fc_dropout 0.1 -> 2,847,582."""
+        model = build_model(LSTMConfig(embed_dim=96, hidden_size=192, fc_dropout=0.1), DataInfo(7038, 693))
         assert count_parameters(model) == 2_847_582
 
     @pytest.mark.parametrize(
@@ -111,7 +107,7 @@ class TestLSTMModelSize:
     )
     def test_ablation_switch_removes_exactly_its_embeddings(self, switch, removed):
         """At GeoLife sizes: time 1,120, duration 3,072, user 5,888 parameters."""
-        model = build_model(LSTMConfig(**{switch: False}), num_locations=1187, num_users=46)
+        model = build_model(LSTMConfig(**{switch: False}), DataInfo(1187, 46))
         assert count_parameters(model) == 482_659 - removed
 
 
@@ -119,7 +115,7 @@ class TestLSTMModelSize:
 def params():
     """Reference-initialised parameters at GeoLife sizes."""
     torch.manual_seed(0)
-    return dict(build_model(LSTMConfig(), num_locations=1187, num_users=46).named_parameters())
+    return dict(build_model(LSTMConfig(), DataInfo(1187, 46)).named_parameters())
 
 
 class TestLSTMModelInit:
@@ -161,7 +157,7 @@ class TestLSTMModelInit:
     def test_pytorch_init_keeps_the_layers_defaults(self):
         """PyTorch: embeddings ~ N(0, 1) (far outside the Xavier range), no forget-gate slice in the output bias."""
         torch.manual_seed(0)
-        params = dict(build_model(LSTMConfig(init="pytorch"), num_locations=1187, num_users=46).named_parameters())
+        params = dict(build_model(LSTMConfig(init="pytorch"), DataInfo(1187, 46)).named_parameters())
         assert params["embedding.location.weight"].abs().max() > math.sqrt(6 / (1187 + 32))
         assert params["classifier.bias"].detach().count_nonzero() == 1187
 
@@ -206,7 +202,11 @@ class TestLSTMModelForward:
     def test_batch_of_one_gives_that_samples_logits(self, state, sequence):
         """In eval mode a sample's logits do not depend on the rest of its batch."""
         batch = random_batch(LENGTHS)
-        one = Batch(**{k: v[3:4, : LENGTHS[3]] if v.dim() == 2 else v[3:4] for k, v in vars(batch).items()})
+        def row(v):
+            return v[3:4, : LENGTHS[3]] if v.dim() == 2 else v[3:4]
+
+        one = Batch(row(batch.location), row(batch.length), row(batch.user), row(batch.target),
+                    {k: row(v) for k, v in batch.features.items()})
         model = model_with(sequence, 4, state)
         with torch.no_grad():
             torch.testing.assert_close(model(one), model(batch)[3:4], atol=1e-5, rtol=1e-5)

@@ -54,7 +54,7 @@ class TestBuildScheduler:
         assert lr_after(scheduler, optimizer, 5) == pytest.approx(1e-3)
 
     def test_lr_at_the_start_of_epoch_8_is_8_75e_4(self):
-        """SPEC §5: warm-up 2, decay to 0 at epoch 50: 1e-3 * (50 - 8) / (50 - 2) = 8.75e-4;
+        """docs/reference.md: warm-up 2, decay to 0 at epoch 50: 1e-3 * (50 - 8) / (50 - 2) = 8.75e-4;
         two early-stopping scalings by 0.1 then give 8.75e-5 and 8.75e-6."""
         _, optimizer = adam()
         scheduler = build_scheduler(optimizer, SchedulerConfig(warmup_epochs=2, decay_epochs=50), batches_per_epoch=7)
@@ -85,7 +85,7 @@ class TestBuildOptimizer:
         assert (group["lr"], group["betas"], group["weight_decay"]) == (2e-3, (0.8, 0.99), 1e-4)
 
     def test_default_config_is_the_reference_adam(self):
-        """SPEC §5: Adam, lr 1e-3, betas (0.9, 0.999), weight decay 1e-6."""
+        """docs/reference.md: Adam, lr 1e-3, betas (0.9, 0.999), weight decay 1e-6."""
         group = build_optimizer([torch.nn.Parameter(torch.ones(2))], OptimConfig()).param_groups[0]
         assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-6)
 

@@ -8,10 +8,19 @@ from torch import nn
 
 from nextloc.config import EarlyStoppingConfig, OptimConfig, RunConfig, SchedulerConfig
 from nextloc.models.lstm import LSTMConfig
-from nextloc.training import run as run_module
+from nextloc.training import trainer as trainer_module
 from nextloc.training.checkpoint import load_checkpoint
 
 BATCHES = 10  # training batches per epoch
+
+
+class ScriptedModel(nn.Linear):
+    """A 2 x 2 linear layer standing in for a model trained by gradient steps."""
+
+    fits_by_counting = False
+
+    def __init__(self):
+        super().__init__(2, 2)
 
 
 class ScriptedSplit:
@@ -27,7 +36,7 @@ def scripted_trainer(tmp_path, monkeypatch, losses):
         model=LSTMConfig(), optim=OptimConfig(lr=1e-3), scheduler=SchedulerConfig(warmup_epochs=2, decay_epochs=50),
         early_stopping=EarlyStoppingConfig(patience=1, min_delta=0.001, max_triggers=3),
     )
-    model = nn.Linear(2, 2)
+    model = ScriptedModel()
     lrs, scheduled = [], []
 
     def fake_train_epoch(model, split, optimizer, scheduler, **kwargs):
@@ -39,17 +48,17 @@ def scripted_trainer(tmp_path, monkeypatch, losses):
                 scheduler.step()
         with torch.no_grad():
             model.weight.add_(1.0)  # every epoch changes the weights
-        return 0.0
+        return {"loss": 0.0}
 
     script = iter(losses)
 
     def fake_evaluate(*args, **kwargs):
         loss = next(script)
-        return SimpleNamespace(compute=lambda: {k: 0.0 for k in run_module.REPORTED} | {"loss_batch_mean": loss, "loss": loss})
+        return SimpleNamespace(compute=lambda: {k: 0.0 for k in trainer_module.REPORTED} | {"loss_batch_mean": loss, "loss": loss})
 
-    monkeypatch.setattr(run_module, "train_epoch", fake_train_epoch)
-    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
-    trainer = run_module._Trainer(config, model, {"train": ScriptedSplit(), "validation": None}, torch.device("cpu"), tmp_path)
+    monkeypatch.setattr(trainer_module, "train_epoch", fake_train_epoch)
+    monkeypatch.setattr(trainer_module, "evaluate", fake_evaluate)
+    trainer = trainer_module.Trainer(config, model, {"train": ScriptedSplit(), "validation": None}, torch.device("cpu"), tmp_path)
     return trainer, lrs, scheduled
 
 
@@ -68,7 +77,7 @@ class TestTrainerEarlyStopping:
         assert len(lrs) == 5 and trainer.finished and trainer.stopper.triggers == 3
         assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(lrs, expected)), lrs
         assert scheduled == [True, True, True, False, False]
-        best = load_checkpoint(tmp_path / run_module.BEST)
+        best = load_checkpoint(tmp_path / trainer_module.BEST)
         assert best["epoch"] == 1
         # triggers 1 and 2 reloaded the best weights, the stop did not: best + the last epoch's nudge
         # (without the reloads they would be best + 3)

@@ -3,64 +3,104 @@
 The tensors are made once when a split is loaded; a batch is a
 ``(batch, max_len)`` index matrix into them, so building it costs a handful of
 tensor operations whatever the batch size.
+
+The schema is open. Besides ``location`` a batch carries the per-step
+features its model asks for (:data:`STEP_FEATURES` derives the standard ones;
+any other integer column of the staypoint table is available by its own name)
+and every extra column of the sample table as a per-sample feature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 from torch import Tensor
 
+from nextloc.data.samples import SAMPLE_COLUMNS, STAYPOINT_COLUMNS
+from nextloc.errors import DataError
+
 SLOT_MINUTES = 15  # time slot of a day: start_min // 15 -> 0..95
 DURATION_BUCKET_MINUTES = 30  # duration // 30 -> 0..95
+DIFF = "diff"  # days between a history step and the target: needs the target, so made per batch
+
+STEP_FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "time_slot": lambda sp: sp["start_min"] // SLOT_MINUTES,
+    "weekday": lambda sp: sp["weekday"],
+    "duration": lambda sp: sp["duration"] // DURATION_BUCKET_MINUTES,
+}
 
 
 @dataclass
 class Batch:
     """Histories left-aligned and padded with 0, plus their targets.
 
-    Shapes: history fields ``(B, T)``, ``length``, ``user`` and ``target``
-    ``(B,)``. ``diff`` is the target's day minus each history step's day.
+    Shapes: ``location`` ``(B, T)``; ``length``, ``user`` and ``target``
+    ``(B,)``; ``features`` maps a name to a per-step ``(B, T)`` tensor (0 at
+    padding) or a per-sample ``(B,)`` one. Features read as attributes too:
+    ``batch.time_slot`` is ``batch.features["time_slot"]``.
     """
 
     location: Tensor
-    time_slot: Tensor
-    weekday: Tensor
-    duration: Tensor
-    diff: Tensor
     length: Tensor
     user: Tensor
     target: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Tensor:
+        try:
+            return self.__dict__["features"][name]
+        except KeyError:
+            raise AttributeError(f"the batch has no feature '{name}'; a model lists what it reads in `inputs`") from None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=True)
+
+        return Batch(
+            move(self.location), move(self.length), move(self.user), move(self.target),
+            {k: move(v) for k, v in self.features.items()},
+        )
 
 
 class SplitTensors:
     """One split's staypoint features and sample index as tensors.
 
+    ``inputs`` names the per-step features to carry (``None``: the standard
+    ones and ``diff``).
+
     Examples
     --------
-    >>> split = SplitTensors(data.staypoints["train"], data.samples["train"])  # doctest: +SKIP
+    >>> split = SplitTensors(data.staypoints["train"], data.samples["train"], inputs=("time_slot",))  # doctest: +SKIP
     >>> for batch in split.batches(32, shuffle=True, drop_last=True, generator=g): ...  # doctest: +SKIP
     """
 
-    def __init__(self, staypoints: pd.DataFrame, samples: pd.DataFrame) -> None:
-        def column(frame, name):
-            return torch.as_tensor(frame[name].to_numpy(), dtype=torch.long)
+    def __init__(self, staypoints: pd.DataFrame, samples: pd.DataFrame, inputs: Iterable[str] | None = None) -> None:
+        def column(values) -> Tensor:
+            return torch.as_tensor(pd.Series(values).to_numpy(), dtype=torch.long)
 
-        self.location = column(staypoints, "location_id")
-        self.time_slot = column(staypoints, "start_min") // SLOT_MINUTES
-        self.weekday = column(staypoints, "weekday")
-        self.duration = column(staypoints, "duration") // DURATION_BUCKET_MINUTES
-        self.start_day = column(staypoints, "start_day")
-        self.user = column(staypoints, "user_id")
-        self.history_start = column(samples, "history_start")
-        self.history_end = column(samples, "history_end")
-        self.target_index = column(samples, "target_index")
+        inputs = (*STEP_FEATURES, DIFF) if inputs is None else tuple(inputs)
+        self.location = column(staypoints["location_id"])
+        self.user = column(staypoints["user_id"])
+        self.start_day = column(staypoints["start_day"])
+        self.with_diff = DIFF in inputs
+        self.steps = {}
+        for name in inputs:
+            if name == DIFF:
+                continue
+            if name in STEP_FEATURES:
+                self.steps[name] = column(STEP_FEATURES[name](staypoints))
+            elif name in staypoints.columns and name not in STAYPOINT_COLUMNS:
+                self.steps[name] = column(staypoints[name])
+            else:
+                known = sorted({*STEP_FEATURES, DIFF, *(set(staypoints.columns) - set(STAYPOINT_COLUMNS))})
+                raise DataError(f"no per-step feature '{name}' in this data set; it has {known}")
+        self.history_start = column(samples["history_start"])
+        self.history_end = column(samples["history_end"])
+        self.target_index = column(samples["target_index"])
+        self.per_sample = {c: column(samples[c]) for c in samples.columns if c not in SAMPLE_COLUMNS}
 
     def __len__(self) -> int:
         return len(self.history_start)
@@ -80,15 +120,16 @@ class SplitTensors:
         def history(values: Tensor) -> Tensor:
             return values[rows].masked_fill_(~valid, 0)
 
+        features = {name: history(values) for name, values in self.steps.items()}
+        if self.with_diff:
+            features[DIFF] = (self.start_day[target_row, None] - self.start_day[rows]).masked_fill_(~valid, 0)
+        features |= {name: values[index] for name, values in self.per_sample.items()}
         return Batch(
             location=history(self.location),
-            time_slot=history(self.time_slot),
-            weekday=history(self.weekday),
-            duration=history(self.duration),
-            diff=(self.start_day[target_row, None] - self.start_day[rows]).masked_fill_(~valid, 0),
             length=length,
             user=self.user[target_row],
             target=self.location[target_row],
+            features=features,
         )
 
     def batches(

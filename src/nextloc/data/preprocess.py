@@ -1,4 +1,4 @@
-"""Raw GPS -> processed data set (SPEC §2-3), streaming by user.
+"""Raw GPS -> processed data set (docs/reference.md), streaming by user.
 
 Stages, each resumable after a crash from what the earlier run finished:
 
@@ -45,7 +45,7 @@ def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
     """Build the processed data set of ``config`` from its raw data into the new folder ``out``."""
     params = config.preprocess
     work = out.with_name(f".{out.name}.work")
-    sources = _user_sources(config.name, Path(params.raw_dir), work)
+    sources = _user_sources(config.source, Path(params.raw_dir), work)
     stats = {"users_raw": len(sources)}
     sp, quality, stats["malformed_lines"] = _staypoints_by_user(sources, params, work / "staypoints")
     sp, filter_stats = filter_staypoints(sp, quality, params)
@@ -61,9 +61,9 @@ def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
     return out
 
 
-def _user_sources(name: str, raw_dir: Path, work: Path) -> list[Path]:
+def _user_sources(source: str, raw_dir: Path, work: Path) -> list[Path]:
     """One path per user: a GeoLife user folder or a partition of the DIY CSVs."""
-    if name == "geolife":
+    if source == "geolife":
         return raw.geolife_users(raw_dir)
     files = raw.diy_files(raw_dir)
     raw.partition_csv_by_user(files, work / "fixes")

@@ -5,7 +5,7 @@
 fixes a phone would have recorded: a noisy fix every ``interval_s`` seconds
 during each stay, and fixes along the straight line to the next place during
 the travel gap between two stays. :func:`write_geolife` and :func:`write_diy`
-write them in the two raw layouts of SPEC §1, so the whole raw -> staypoints ->
+write them in the two raw layouts of docs/reference.md, so the whole raw -> staypoints ->
 locations pipeline can run without downloading anything, and the generating
 staypoints serve as ground truth.
 

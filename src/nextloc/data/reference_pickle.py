@@ -1,4 +1,4 @@
-"""Samples processed by the reference pipeline (its pickles) -> a :class:`SampleSet` (SPEC §3).
+"""Samples processed by the reference pipeline (its pickles) -> a :class:`SampleSet` (docs/reference.md).
 
 The reference writes each split as ``<prefix>_train.pk``, ``<prefix>_validation.pk``
 and ``<prefix>_test.pk``: a pickled list of dicts, one per sample, with per-step

@@ -1,4 +1,4 @@
-"""Staypoints -> train/validation/test splits, vocabularies and samples (SPEC §3).
+"""Staypoints -> train/validation/test splits, vocabularies and samples (docs/reference.md).
 
 A sample is one ``(history, target)`` pair. Because each split is sorted by
 ``(user_id, start_day, start_min)``, every history is a contiguous row range of
@@ -20,7 +20,7 @@ STAYPOINT_COLUMNS = ("user_id", "location_id", "start_day", "start_min", "weekda
 SAMPLE_COLUMNS = ("history_start", "history_end", "target_index")
 SPLITS = ("train", "validation", "test")
 PADDING, UNSEEN = 0, 1  # location ids reserved before the known locations
-MAX_DURATION = 2 * 1440 - 1  # minutes; SPEC §2 caps a staypoint's duration below two days
+MAX_DURATION = 2 * 1440 - 1  # minutes; docs/reference.md caps a staypoint's duration below two days
 
 
 @dataclass
@@ -61,7 +61,7 @@ def generate_samples(
     """Split staypoints by time, encode ids and build the samples of each split.
 
     Users without a sample in any one split are dropped, and the splits,
-    vocabularies and samples are built again on the rest (SPEC §3 step 4).
+    vocabularies and samples are built again on the rest (docs/reference.md, samples step 4).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Per-user steps with trackintel: position fixes -> staypoints, activity flag, tracking quality.
 
 Each function works on one user's data, so a process pool can run users in
-parallel with memory bounded by the largest user (SPEC §2).
+parallel with memory bounded by the largest user (docs/reference.md).
 """
 
 from __future__ import annotations

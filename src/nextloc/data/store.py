@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nextloc import __version__
+from nextloc.data.info import LOCATION_COLUMNS
 from nextloc.data.samples import (
     MAX_DURATION,
     SAMPLE_COLUMNS,
@@ -37,7 +38,6 @@ from nextloc.io import atomic_directory, write_json
 FORMAT_VERSION = 1
 METADATA = "metadata.json"
 LOCATIONS = "locations.parquet"
-LOCATION_COLUMNS = ("location_id", "raw_location_id", "latitude", "longitude", "n_staypoints", "n_users")
 USERS = "users.parquet"
 USER_COLUMNS = ("user_id", "raw_user_id")
 
@@ -68,12 +68,17 @@ def write_processed(
     name: str,
     parameters: dict,
     locations: pd.DataFrame | None = None,
+    step_features: tuple[str, ...] = (),
     extra: dict | None = None,
 ) -> Path:
     """Write a processed data set into a new folder ``path``, atomically.
 
-    ``locations`` has raw ``location_id``, ``latitude`` and ``longitude``;
-    ``None`` records that the source had no coordinates. Raises
+    ``locations`` has raw ``location_id``, ``latitude`` and ``longitude``, and
+    may have integer attribute columns (a category, a grid cell) that models
+    receive as :attr:`DataInfo.location_attributes`; ``None`` records that
+    the source had no coordinates. ``step_features`` names extra integer
+    staypoint columns that batches carry as per-step features; every extra
+    column of a split's sample table becomes a per-sample feature. Raises
     ``FileExistsError`` when ``path`` exists: nothing is overwritten.
     """
     path = Path(path)
@@ -82,9 +87,10 @@ def write_processed(
     with atomic_directory(path) as tmp:
         files = {}
         for split in SPLITS:
+            samples = sample_set.samples[split]
             for kind, table, columns in (
-                ("staypoints", sample_set.staypoints[split], STAYPOINT_COLUMNS),
-                ("samples", sample_set.samples[split], SAMPLE_COLUMNS),
+                ("staypoints", sample_set.staypoints[split], (*STAYPOINT_COLUMNS, *step_features)),
+                ("samples", samples, (*SAMPLE_COLUMNS, *(c for c in samples.columns if c not in SAMPLE_COLUMNS))),
             ):
                 file = f"{split}_{kind}.parquet"
                 table[list(columns)].astype(np.int64).to_parquet(tmp / file, index=False)
@@ -107,6 +113,7 @@ def write_processed(
             },
             "dropped_users": sample_set.dropped_users,
             "has_location_table": locations is not None,
+            "step_features": list(step_features),
             "parameters": parameters,
             "extra": extra or {},
             "files": files,
@@ -154,6 +161,11 @@ def read_metadata(path: Path) -> dict:
             "create the processed data set again"
         )
     return metadata
+
+
+def fingerprint(metadata: dict) -> str:
+    """A data set's identity: the sha256 of its files' checksums (equal files, equal fingerprint)."""
+    return hashlib.sha256(json.dumps(metadata["files"], sort_keys=True).encode()).hexdigest()
 
 
 def file_checksum(file: Path) -> dict:
@@ -206,4 +218,5 @@ def _location_table(sample_set: SampleSet, locations: pd.DataFrame) -> pd.DataFr
         counts, left_on="raw_location_id", right_index=True, how="inner"
     )
     table.insert(0, "location_id", encode_locations(table["raw_location_id"].to_numpy(), sample_set.known_locations))
-    return table[list(LOCATION_COLUMNS)].sort_values(["location_id", "raw_location_id"]).reset_index(drop=True)
+    attributes = [c for c in locations.columns if c not in ("location_id", *LOCATION_COLUMNS)]
+    return table[[*LOCATION_COLUMNS, *attributes]].sort_values(["location_id", "raw_location_id"]).reset_index(drop=True)

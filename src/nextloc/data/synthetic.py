@@ -15,7 +15,7 @@ from nextloc.data.synthetic_mobility import generate_staypoints
 
 def build_synthetic(config: DatasetConfig, path: Path, parameters: dict) -> Path:
     """Generate the synthetic data set of ``config`` into the new folder ``path``."""
-    sp, places = generate_staypoints(**asdict(config.synthetic))
+    sp, places = generate_staypoints(**asdict(config.synthetic_settings()))
     sample_set = generate_samples(sp, **config.preprocess.sample_parameters())
     return write_processed(
         path, sample_set, name=config.name, parameters=parameters, locations=places,

@@ -1,23 +1,31 @@
-"""Model registry: a model is one module with a config dataclass and an ``nn.Module``.
+"""Model registry: a model is one module with a config dataclass and a :class:`NextLocationModel`.
 
-To add a model, write ``models/<name>.py`` with ``<Name>Config`` (sizes and
-switches, validated in ``__post_init__``) and the module class, whose
-constructor takes ``num_locations``, ``num_users`` and the config's fields as
-keywords; register both here and add ``conf/model/<name>.yaml``.
+To add a model, write ``models/<name>.py`` with ``<Name>Config`` (``name``
+plus sizes and switches, validated in ``__post_init__``) and the model class,
+whose constructor takes a :class:`~nextloc.models.base.DataInfo` and the
+config's other fields as keywords; register both here and add
+``conf/model/<name>.yaml``. The protocol is in :mod:`nextloc.models.base`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from torch import nn
-
 from nextloc.errors import ConfigError
+from nextloc.models.base import DataInfo, NextLocationModel, count_parameters
 from nextloc.models.lstm import LSTMConfig, LSTMModel
+from nextloc.models.markov import MarkovConfig, MarkovModel
+from nextloc.models.mostfreq import MostFreqConfig, MostFreqModel
+from nextloc.models.persistent import PersistentConfig, PersistentModel
 
-MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+MODELS: dict[str, tuple[type, type[NextLocationModel]]] = {
     "lstm": (LSTMConfig, LSTMModel),
+    "markov": (MarkovConfig, MarkovModel),
+    "mostfreq": (MostFreqConfig, MostFreqModel),
+    "persistent": (PersistentConfig, PersistentModel),
 }
+
+__all__ = ["MODELS", "DataInfo", "NextLocationModel", "build_model", "count_parameters", "model_config_class"]
 
 
 def model_config_class(name: str) -> type:
@@ -27,13 +35,8 @@ def model_config_class(name: str) -> type:
     return MODELS[name][0]
 
 
-def build_model(config, num_locations: int, num_users: int) -> nn.Module:
-    """Instantiate the model named by ``config.name`` for a data set's table sizes."""
+def build_model(config, data: DataInfo) -> NextLocationModel:
+    """Instantiate the model named by ``config.name`` for a data set."""
     kwargs = asdict(config)
     name = kwargs.pop("name")
-    return MODELS[name][1](num_locations=num_locations, num_users=num_users, **kwargs)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return MODELS[name][1](data, **kwargs)

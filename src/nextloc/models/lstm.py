@@ -1,4 +1,4 @@
-"""The ``lstm`` model: visit embedding -> LSTM -> user-aware residual head (SPEC §4)."""
+"""The ``lstm`` model: visit embedding -> LSTM -> user-aware residual head (docs/reference.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from nextloc.data.batches import Batch
 from nextloc.errors import ConfigError
+from nextloc.models.base import DataInfo, NextLocationModel
 from nextloc.models.dropout import Dropout
 from nextloc.models.init import INITS, initialise
 from nextloc.models.length_groups import LengthGroups
@@ -152,20 +153,21 @@ class LastStepLSTM(nn.Module):
         return groups.last_steps(blocks)
 
 
-class LSTMModel(nn.Module):
+class LSTMModel(NextLocationModel):
     """Embedding -> LSTM -> LayerNorm -> (+ user) -> residual block + BatchNorm -> classes.
 
     Examples
     --------
-    >>> model = LSTMModel(num_locations=1187, num_users=46)
+    >>> model = LSTMModel(DataInfo(num_locations=1187, num_users=46))
     >>> sum(p.numel() for p in model.parameters())
     482659
     """
 
+    inputs = ("time_slot", "weekday", "duration")
+
     def __init__(
         self,
-        num_locations: int,
-        num_users: int,
+        data: DataInfo,
         embed_dim: int = 32,
         hidden_size: int = 128,
         num_layers: int = 2,
@@ -183,6 +185,7 @@ class LSTMModel(nn.Module):
         group_length_multiple: int = 4,
     ) -> None:
         super().__init__()
+        num_locations = data.num_locations
         self.embedding = VisitEmbedding(num_locations, embed_dim, embed_dropout, use_time, use_duration)
         self.encoder = LastStepLSTM(
             embed_dim,
@@ -195,7 +198,7 @@ class LSTMModel(nn.Module):
             group_length_multiple,
         )
         self.norm = nn.LayerNorm(hidden_size)
-        self.user = nn.Embedding(num_users, hidden_size) if use_user else None
+        self.user = nn.Embedding(data.num_users, hidden_size) if use_user else None
         self.head_dropout = Dropout(head_dropout)
         self.residual = nn.Sequential(
             nn.Linear(hidden_size, 2 * hidden_size),

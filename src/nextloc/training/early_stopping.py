@@ -1,4 +1,4 @@
-"""Early stopping with reload-best and learning-rate decay (SPEC §5)."""
+"""Early stopping with reload-best and learning-rate decay (docs/reference.md)."""
 
 from __future__ import annotations
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from nextloc.data.batches import SplitTensors
-from nextloc.data.samples import PADDING
 from nextloc.errors import NextlocError
 from nextloc.metrics import MetricAccumulator
+from nextloc.models.base import NextLocationModel
 from nextloc.training.optim import clear_gradients, clip_gradients
 
 
@@ -21,7 +19,7 @@ class DivergedError(NextlocError):
 
 
 def train_epoch(
-    model: nn.Module,
+    model: NextLocationModel,
     split: SplitTensors,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
@@ -32,9 +30,12 @@ def train_epoch(
     device: torch.device,
     epoch: int,
     progress: bool,
-) -> float:
-    """Train on every full, shuffled batch once; return the mean batch loss.
+) -> dict[str, float]:
+    """Train on every full, shuffled batch once; return the mean batch loss and of each of its parts.
 
+    The loss is the sum of the parts of ``model.losses(batch)``; the result
+    maps ``loss`` (and, when there are several parts, each part's name) to
+    its mean over the batches.
     ``scheduler`` (when given) steps after every optimiser step. No metrics
     are computed on training batches. Raises :class:`DivergedError` naming the
     epoch and step when a loss is not finite.
@@ -43,11 +44,12 @@ def train_epoch(
     parameters = [p for p in model.parameters() if p.requires_grad]
     batches = split.batches(batch_size, shuffle=True, drop_last=True, generator=generator)
     total = split.num_batches(batch_size, drop_last=True)
-    loss_sum = 0.0
+    sums: dict[str, float] = {}
     bar = tqdm(batches, total=total, desc=f"epoch {epoch}", leave=False, disable=None if progress else True)
     for step, batch in enumerate(bar):
         batch = batch.to(device)
-        loss = F.cross_entropy(model(batch), batch.target, ignore_index=PADDING)
+        parts = model.losses(batch)
+        loss = sum(parts.values())
         value = loss.item()
         if not math.isfinite(value):
             raise DivergedError(
@@ -59,20 +61,24 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += value
+        sums["loss"] = sums.get("loss", 0.0) + value
+        if len(parts) > 1:  # a single part is the loss itself: no second sync with the device
+            for name, part in parts.items():
+                sums[name] = sums.get(name, 0.0) + part.item()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-    return loss_sum / max(total, 1)
+    return {name: total_loss / max(total, 1) for name, total_loss in sums.items()}
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: SplitTensors, *, batch_size: int, device: torch.device) -> MetricAccumulator:
-    """Run ``model`` over a split in order (last batch kept) and collect its metrics."""
+def evaluate(
+    model: NextLocationModel, split: SplitTensors, *, batch_size: int, device: torch.device
+) -> MetricAccumulator:
+    """Run ``model`` in eval mode over a split in order (last batch kept) and collect its metrics."""
     model.eval()
     metrics = MetricAccumulator()
     for batch in split.batches(batch_size, shuffle=False, drop_last=False):
         batch = batch.to(device)
-        logits = model(batch)
-        loss = F.cross_entropy(logits, batch.target, ignore_index=PADDING)
-        metrics.update(logits, batch.target, batch.user, loss)
+        scores = model(batch)
+        metrics.update(scores, batch.target, batch.user, model.validation_loss(scores, batch))
     return metrics
