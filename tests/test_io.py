@@ -76,3 +76,27 @@ def test_without_file_locks_the_block_runs_unlocked_with_a_warning(tmp_path, mon
     with exclusive_lock(tmp_path / ".lock"):
         ran = True
     assert ran and "does not lock files" in caplog.text
+
+
+class TestRemovedLock:
+    def test_the_holder_removes_the_file_and_a_waiter_relocks_the_new_one(self, tmp_path):
+        """A waiter that locked the removed file must not share the lock with a newcomer on the new file."""
+        import threading
+
+        path = tmp_path / ".x.lock"
+        inside, order = threading.Event(), []
+
+        def waiter():
+            with exclusive_lock(path, wait=True, remove=True):
+                order.append("waiter in")
+                with pytest.raises(BlockingIOError):  # the file at path is the one this waiter holds
+                    with exclusive_lock(path):
+                        pass
+                order.append("waiter out")
+
+        with exclusive_lock(path, wait=True, remove=True):
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            inside.wait(0.2)
+        thread.join(10)
+        assert order == ["waiter in", "waiter out"] and not path.exists()

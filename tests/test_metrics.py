@@ -99,7 +99,8 @@ def accumulate(logits, target, user, batch_size, loss=True):
     acc = MetricAccumulator()
     for i in range(0, len(target), batch_size):
         part = slice(i, i + batch_size)
-        acc.update(logits[part], target[part], user[part], F.cross_entropy(logits[part], target[part]) if loss else None)
+        batch_loss = F.cross_entropy(logits[part], target[part]) if loss else None
+        acc.update(logits[part], target[part], user[part], batch_loss)
     return acc
 
 
@@ -378,7 +379,8 @@ class TestMetricAccumulator:
         (4*1 + 4*2 + 2*4) / 10 = 2.0; mean of batch means (1 + 2 + 4) / 3."""
         acc = MetricAccumulator()
         for size, loss in ((4, 1.0), (4, 2.0), (2, 4.0)):
-            acc.update(torch.zeros(size, 3), torch.full((size,), 2), torch.ones(size, dtype=torch.long), torch.tensor(loss))
+            ones = torch.ones(size, dtype=torch.long)
+            acc.update(torch.zeros(size, 3), torch.full((size,), 2), ones, torch.tensor(loss))
         result = acc.compute()
         assert result["loss"] == pytest.approx(2.0)
         assert result["loss_batch_mean"] == pytest.approx(7 / 3)

@@ -62,28 +62,54 @@ def atomic_directory(path: str | os.PathLike):
 
 
 @contextmanager
-def exclusive_lock(path: str | os.PathLike, wait: bool = False):
+def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = False):
     """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
 
     When another process holds it, wait for it with ``wait``, else raise
     ``BlockingIOError`` at once. The operating system drops the lock when its
     holder ends, however it ends (``kill -9`` included), so a lock file left
-    behind never blocks anyone. On a file system without locks (some cluster
-    file systems) the block runs unlocked, with a warning.
+    behind never blocks anyone. With ``remove`` the holder deletes the file
+    when the block ends; a waiter that then finds it has locked a deleted file
+    opens the new one and locks that instead. On a file system without locks
+    (some cluster file systems) the block runs unlocked, with a warning.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as file:
-        locked = True
+    while True:
+        file = open(path, "a")
         try:
-            fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in NO_LOCKS:
-                raise
-            log.warning("%s: the file system does not lock files (%s); going on without the lock", path, err)
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(file, fcntl.LOCK_UN)
+            locked = _lock(file, path, wait)
+        except BaseException:
+            file.close()
+            raise
+        if not (remove and locked) or _is_current(file, path):
+            break
+        file.close()  # the previous holder removed the file between our open and our lock
+    try:
+        yield
+    finally:
+        if remove:
+            path.unlink(missing_ok=True)
+        if locked:
+            fcntl.flock(file, fcntl.LOCK_UN)
+        file.close()
+
+
+def _lock(file, path: Path, wait: bool) -> bool:
+    """Lock ``file``; False when the file system has no locks."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in NO_LOCKS:
+            raise
+        log.warning("%s: the file system does not lock files (%s); going on without the lock", path, err)
+        return False
+    return True
+
+
+def _is_current(file, path: Path) -> bool:
+    """Whether the open ``file`` is still the file at ``path``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(file.fileno()).st_ino
+    except FileNotFoundError:
+        return False

@@ -16,7 +16,8 @@ formulas reduce to the plain ones of rank ``r = g + 1``. Per sample:
 
 - ``acc@k``  = P(rank <= k) = ``clip((k - g) / (e + 1), 0, 1)`` (k = 1, 3, 5, 10)
 - ``rr``     = E[1 / rank] = ``(H(g+e+1) - H(g)) / (e + 1)`` with the harmonic
-  numbers ``H(n) = 1 + 1/2 + ... + 1/n`` (exact: a cumulative-sum table)
+  numbers ``H(n) = 1 + 1/2 + ... + 1/n`` (a float64 cumulative-sum table:
+  relative error below 1e-10 up to C = 100,000; exactly ``1 / (g + 1)`` if e = 0)
 - ``ndcg``   = NDCG@10 = E[1 / log2(rank + 1) if rank <= 10 else 0]
   = ``(D(min(g+e+1, 10)) - D(min(g, 10))) / (e + 1)`` with the prefix sums
   ``D(n) = sum_{r=1..n} 1 / log2(r + 1)``
@@ -36,7 +37,8 @@ predicts every class with probability 1 / C, though its target ranks last).
 
 - predicted mass of class c: ``P_c = sum over samples of [c among its maxima] / m``
 - true positives of c:       ``TP_c = sum over samples with target c of [c among its maxima] / m``
-  (= the sample's expected acc@1, ``[g = 0] / (e + 1)``)
+  (computed as the sample's expected acc@1, ``[g = 0] / (e + 1)``, which is the
+  same number, except in a row of NaN only: there the target ranks last and adds 0)
 - support of c:              ``S_c = #samples with target c``
 - ``F1_c = 2 TP_c / (P_c + S_c)`` (= 2PR / (P + R), 0 where TP_c = 0)
 - ``f1 = sum_c S_c F1_c / sum_c S_c``
@@ -121,7 +123,7 @@ def ranking_metrics(g: np.ndarray, e: np.ndarray, target: np.ndarray, predicted:
 
     ``g``, ``e`` and ``target`` have one entry per sample; ``predicted[c]`` is the
     expected number of these samples whose top-1 prediction is class ``c``
-    (``np.bincount(argmax)`` without ties; at least ``target.max() + 1`` long).
+    (``np.bincount(argmax)`` without ties; any length, missing classes count 0).
 
     Examples
     --------

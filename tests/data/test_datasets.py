@@ -36,6 +36,23 @@ class TestPrepareDataset:
         read_processed(paths.pop())
         assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [processed_path(config).name]
 
+    def test_no_lock_file_is_left_after_success(self, tmp_path):
+        prepare_dataset(tiny_synthetic(tmp_path))
+        assert not list(tmp_path.glob(".*.lock"))
+
+    def test_a_failed_creation_leaves_no_lock_file_and_no_empty_folder(self, tmp_path, monkeypatch):
+        """The processed_dir did not exist before: after the error it does not exist either."""
+        config = tiny_synthetic(tmp_path / "processed")
+
+        def fail(*args, **kwargs):
+            raise DataError("generation failed")
+
+        from nextloc.data import synthetic
+        monkeypatch.setattr(synthetic, "generate_staypoints", fail)
+        with pytest.raises(DataError, match="generation failed"):
+            prepare_dataset(config)
+        assert list(tmp_path.iterdir()) == []
+
     def test_a_folder_holding_a_data_set_is_used_as_it_is(self, tmp_path):
         path = prepare_dataset(tiny_synthetic(tmp_path))
         geolife = DatasetConfig(name="geolife", source="geolife", processed_dir=str(path))

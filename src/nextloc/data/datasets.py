@@ -10,6 +10,7 @@ the folder appears in one rename.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -52,9 +53,16 @@ def prepare_dataset(config: DatasetConfig) -> Path:
             f"`python scripts/preprocess.py dataset={config.name}`, or point dataset.processed_dir at a processed data set "
             f"(`python scripts/import_pk.py <folder> --trust-pickle` imports the reference's pickles)"
         )
-    with exclusive_lock(path.parent / f".{path.name}.lock", wait=True):
-        if not (path / METADATA).is_file():  # nobody made it while we waited
-            _create(config, path)
+    parent_existed = path.parent.is_dir()
+    try:
+        with exclusive_lock(path.parent / f".{path.name}.lock", wait=True, remove=True):
+            if not (path / METADATA).is_file():  # nobody made it while we waited
+                _create(config, path)
+    except BaseException:
+        if not parent_existed:  # leave no empty folder behind a failed creation
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        raise
     return path
 
 
