@@ -103,7 +103,7 @@ class TestOpenSchema:
         batch = SplitTensors(sp, samples, inputs=("weekday",)).batch(torch.arange(4))
         assert set(batch.features) == {"weekday"}
         with pytest.raises(AttributeError, match="diff"):
-            batch.diff
+            _ = batch.diff
 
     def test_extra_staypoint_and_sample_columns_travel_to_the_batch(self):
         """A staypoint column ``mode`` (row + 100) is a per-step feature; a sample column ``weight`` a per-sample one."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from nextloc.data.info import DataInfo
 from nextloc.errors import ConfigError
-from nextloc.models.base import DataInfo, NextLocationModel, count_parameters
+from nextloc.models.base import NextLocationModel, count_parameters
 from nextloc.models.lstm import LSTMConfig, LSTMModel
 from nextloc.models.markov import MarkovConfig, MarkovModel
 from nextloc.models.mostfreq import MostFreqConfig, MostFreqModel

@@ -1,6 +1,7 @@
 """What every model is: the small protocol between a model and the trainer.
 
-A model receives at construction what the data set provides (:class:`DataInfo`)
+A model receives at construction what the data set provides
+(:class:`~nextloc.data.info.DataInfo`)
 plus its config's fields, and then
 
 - ``forward(batch) -> (B, L)`` scores every class (higher = more likely; ties
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nextloc.data.batches import Batch, SplitTensors
-from nextloc.data.info import DataInfo
 from nextloc.data.samples import PADDING
 
 

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from nextloc.data.batches import Batch
+from nextloc.data.info import DataInfo
 from nextloc.errors import ConfigError
-from nextloc.models.base import DataInfo, NextLocationModel
+from nextloc.models.base import NextLocationModel
 from nextloc.models.dropout import Dropout
 from nextloc.models.init import INITS, initialise
 from nextloc.models.length_groups import LengthGroups

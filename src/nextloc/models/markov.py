@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from nextloc.data.batches import Batch, SplitTensors
+from nextloc.data.info import DataInfo
 from nextloc.errors import ConfigError
-from nextloc.models.base import CountModel, DataInfo
+from nextloc.models.base import CountModel
 from nextloc.models.counting import (
     SparseCounts,
     history_counts,

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from nextloc.data.batches import Batch, SplitTensors
-from nextloc.models.base import CountModel, DataInfo
+from nextloc.data.info import DataInfo
+from nextloc.models.base import CountModel
 from nextloc.models.counting import last_location
 
 

@@ -30,7 +30,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
