@@ -79,12 +79,23 @@ def test_without_file_locks_the_block_runs_unlocked_with_a_warning(tmp_path, mon
 
 
 class TestRemovedLock:
-    def test_the_holder_removes_the_file_and_a_waiter_relocks_the_new_one(self, tmp_path):
+    def test_the_holder_removes_the_file_and_a_waiter_relocks_the_new_one(self, tmp_path, monkeypatch):
         """A waiter that locked the removed file must not share the lock with a newcomer on the new file."""
         import threading
 
+        from nextloc import io
+
         path = tmp_path / ".x.lock"
-        inside, order = threading.Event(), []
+        opened, order, current = threading.Event(), [], []
+        lock, is_current = io._lock, io._is_current
+
+        def lock_after_open(file, p, wait):
+            if threading.current_thread() is not threading.main_thread():
+                opened.set()  # the waiter holds the old file open: the holder may now remove it
+            return lock(file, p, wait)
+
+        monkeypatch.setattr(io, "_lock", lock_after_open)
+        monkeypatch.setattr(io, "_is_current", lambda f, p: current.append(is_current(f, p)) or current[-1])
 
         def waiter():
             with exclusive_lock(path, wait=True, remove=True):
@@ -97,6 +108,7 @@ class TestRemovedLock:
         with exclusive_lock(path, wait=True, remove=True):
             thread = threading.Thread(target=waiter)
             thread.start()
-            inside.wait(0.2)
+            assert opened.wait(10)
         thread.join(10)
         assert order == ["waiter in", "waiter out"] and not path.exists()
+        assert current[:2] == [True, False]  # the holder's own check, then the waiter found its file removed

@@ -91,6 +91,25 @@ class TestSummarize:
         assert len(grouped) == 1 and grouped["seeds"].iloc[0] == 2
         assert grouped["test_acc@1"].iloc[0] == f"{finished.mean():.2f} ± {finished.std():.2f}"
 
+    def test_a_model_sweep_with_count_models_gives_one_row_per_model(self, tmp_path, data_dir):
+        """lstm, markov, mostfreq and persistent over two seeds: four rows of two seeds each; the count
+        models ran no epoch and give the same numbers for every seed; a restart leaves them as they are."""
+        args = ("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={tmp_path}",
+                "model=lstm,markov,mostfreq,persistent", "seed=1,2")
+        run(*args)
+        run("scripts/summarize.py", str(tmp_path))
+        jobs = pd.read_csv(tmp_path / "summary.csv")
+        assert (jobs["status"] == "finished").all() and len(jobs) == 8
+        counting = jobs[jobs["model"] != "lstm"]
+        assert (counting["epochs_run"] == 0).all()
+        assert (counting.groupby("model")["test_acc@1"].nunique() == 1).all()
+        grouped = pd.read_csv(tmp_path / "summary_by_config.csv")
+        assert sorted(grouped["model"]) == ["lstm", "markov", "mostfreq", "persistent"]
+        assert (grouped["seeds"] == 2).all()
+        before = {job: results(tmp_path / str(job)) for job in jobs["job"]}
+        run(*args)
+        assert {job: results(tmp_path / str(job)) for job in jobs["job"]} == before
+
     def test_plot_writes_a_figure_per_swept_key(self, seed_sweep):
         run("scripts/summarize.py", str(seed_sweep), "--plot")
         assert (seed_sweep / "plots" / "val_acc@1_vs_model.hidden_size.png").stat().st_size > 0

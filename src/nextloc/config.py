@@ -122,19 +122,26 @@ SOURCES = ("synthetic", "geolife", "diy", "reference_pickle")  # the reader that
 @dataclass
 class DatasetConfig:
     name: str = "synthetic"
-    source: str = "synthetic"  # one of SOURCES; several data sets may share a reader
+    source: str | None = None  # one of SOURCES; None: "synthetic" with a synthetic section, else the name
     processed_dir: str = "data/processed/synthetic"
     batch_size: int = 32
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     synthetic: SyntheticConfig | None = None  # source=synthetic only; None there means the defaults
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"dataset.source='{self.source}' is unknown; choose one of {list(SOURCES)}")
-        if self.source != "synthetic" and self.synthetic is not None:
-            raise ConfigError(f"dataset.synthetic is set but dataset.source={self.source}; it belongs to source=synthetic")
+        if self.reader not in SOURCES:
+            raise ConfigError(
+                f"dataset.source='{self.reader}' is unknown; set dataset.source to one of {list(SOURCES)}"
+            )
+        if self.reader != "synthetic" and self.synthetic is not None:
+            raise ConfigError(f"dataset.synthetic is set but dataset.source={self.reader}; it belongs to source=synthetic")
         if self.batch_size < 2:  # the model's BatchNorm needs two samples per training batch
             raise ConfigError(f"dataset.batch_size={self.batch_size} must be >= 2")
+
+    @property
+    def reader(self) -> str:
+        """The source, inferred for data set configs that predate the key: synthetic, else the name."""
+        return self.source or ("synthetic" if self.synthetic is not None else self.name)
 
     def synthetic_settings(self) -> SyntheticConfig:
         """The synthetic generator's parameters (source=synthetic)."""
@@ -230,6 +237,11 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
         raise ConfigError(_one_line(err)) from None
     run.model = model
     return run
+
+
+def run_config_from_dict(settings: dict) -> RunConfig:
+    """A :class:`RunConfig` from plain values, e.g. a run directory's ``run_config.json``."""
+    return load_run_config(OmegaConf.create(settings))
 
 
 def _one_line(err: OmegaConfBaseException) -> str:

@@ -74,8 +74,8 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = F
     (some cluster file systems) the block runs unlocked, with a warning.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
+        path.parent.mkdir(parents=True, exist_ok=True)  # again after a holder that removed its folder
         file = open(path, "a")
         try:
             locked = _lock(file, path, wait)

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
-
-from nextloc.config import RunConfig, load_run_config
+from nextloc.config import RunConfig, run_config_from_dict
 from nextloc.data.info import DataInfo
 from nextloc.data.store import LOCATIONS, USERS
 from nextloc.errors import DataError
@@ -51,10 +49,13 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     >>> scores = run.model(batch)  # (B, L)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    for needed in (CONFIG, f"{DATA}/{DATA_INFO}", f"{DATA}/{USERS}", BEST):
+    for needed in (CONFIG, BEST, f"{DATA}/{DATA_INFO}", f"{DATA}/{USERS}"):
         if not (run_dir / needed).is_file():
-            raise DataError(f"{run_dir / needed}: missing; give the directory of a finished run")
-    config = load_run_config(OmegaConf.create(json.loads((run_dir / CONFIG).read_text())))
+            hint = "give the directory of a finished run"
+            if needed.startswith(DATA) and (run_dir / BEST).is_file():
+                hint = "the run predates run directories that keep their data tables; train it again"
+            raise DataError(f"{run_dir / needed}: missing; {hint}")
+    config = run_config_from_dict(json.loads((run_dir / CONFIG).read_text()))
     info = json.loads((run_dir / DATA / DATA_INFO).read_text())
     locations = pd.read_parquet(run_dir / DATA / LOCATIONS) if info["has_location_table"] else None
     users = pd.read_parquet(run_dir / DATA / USERS)

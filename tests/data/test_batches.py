@@ -116,6 +116,12 @@ class TestOpenSchema:
         assert torch.equal(batch.mode, torch.where(expected["location"] > 0, expected["location"] - 2 + 100, 0))
         assert batch.weight.tolist() == [12, 3]
 
+    def test_a_sample_column_named_like_a_step_feature_is_refused(self):
+        sp, samples = split_frames()
+        samples["weekday"] = 1
+        with pytest.raises(DataError, match="weekday"):
+            SplitTensors(sp, samples, inputs=("weekday",))
+
     def test_an_unknown_feature_is_refused_naming_what_the_data_has(self):
         sp, samples = split_frames()
         with pytest.raises(DataError, match="'speed'.*time_slot"):

@@ -214,3 +214,12 @@ class TestOpenSchema:
         assert data.metadata["step_features"] == ["mode"]
         assert (data.staypoints["train"]["mode"].to_numpy() == np.arange(len(data.staypoints["train"])) % 3).all()
         assert (data.samples["test"]["weight"] == 7).all()
+
+    def test_a_non_integer_extra_column_is_refused_not_truncated(self, tmp_path, sample_set):
+        sample_set.samples["train"]["weight"] = 0.5
+        try:
+            with pytest.raises(DataError, match="'weight'.*float64"):
+                write_processed(tmp_path / "p", sample_set, name="tiny", parameters={})
+        finally:
+            del sample_set.samples["train"]["weight"]
+        assert not (tmp_path / "p").exists()

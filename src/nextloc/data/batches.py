@@ -101,6 +101,9 @@ class SplitTensors:
         self.history_end = column(samples["history_end"])
         self.target_index = column(samples["target_index"])
         self.per_sample = {c: column(samples[c]) for c in samples.columns if c not in SAMPLE_COLUMNS}
+        clash = set(self.per_sample) & {*self.steps, DIFF, "location", "length", "user", "target"}
+        if clash:
+            raise DataError(f"sample columns {sorted(clash)} have the names of per-step or batch fields; rename them")
 
     def __len__(self) -> int:
         return len(self.history_start)

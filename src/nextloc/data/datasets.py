@@ -41,12 +41,12 @@ def prepare_dataset(config: DatasetConfig) -> Path:
     path = processed_path(config)
     if (path / METADATA).is_file():
         return path
-    if config.source == "reference_pickle":
+    if config.reader == "reference_pickle":
         raise DataError(
             f"processed data set '{config.name}' not found: no {METADATA} in {path.resolve()}/; "
             "`python scripts/import_pk.py <folder> --trust-pickle` imports the reference's pickles there"
         )
-    if config.source != "synthetic" and not Path(config.preprocess.raw_dir).exists():
+    if config.reader != "synthetic" and not Path(config.preprocess.raw_dir).exists():
         raise DataError(
             f"processed data set '{config.name}' not found: no {METADATA} in {path.resolve()}/ and no raw data in "
             f"{Path(config.preprocess.raw_dir).resolve()}/. Put the raw data there and run "
@@ -77,7 +77,7 @@ def processed_path(config: DatasetConfig) -> Path:
 
 def dataset_parameters(config: DatasetConfig) -> dict:
     """Every parameter that shapes the processed data (not the worker count)."""
-    if config.source == "synthetic":
+    if config.reader == "synthetic":
         params = {"synthetic": asdict(config.synthetic_settings()), "samples": config.preprocess.sample_parameters()}
     else:
         params = {"preprocess": {k: v for k, v in asdict(config.preprocess).items() if k != "n_jobs"}}
@@ -90,7 +90,7 @@ def _create(config: DatasetConfig, path: Path) -> None:
     from nextloc.data.synthetic import build_synthetic
 
     parameters = dataset_parameters(config)
-    if config.source == "synthetic":
+    if config.reader == "synthetic":
         log.info("generating the synthetic data set into %s", path)
         build_synthetic(config, path, parameters)
     else:

@@ -45,7 +45,7 @@ def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
     """Build the processed data set of ``config`` from its raw data into the new folder ``out``."""
     params = config.preprocess
     work = out.with_name(f".{out.name}.work")
-    sources = _user_sources(config.source, Path(params.raw_dir), work)
+    sources = _user_sources(config.reader, Path(params.raw_dir), work)
     stats = {"users_raw": len(sources)}
     sp, quality, stats["malformed_lines"] = _staypoints_by_user(sources, params, work / "staypoints")
     sp, filter_stats = filter_staypoints(sp, quality, params)

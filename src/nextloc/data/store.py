@@ -84,6 +84,7 @@ def write_processed(
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists")
+    _check_extra_columns(sample_set, step_features)
     with atomic_directory(path) as tmp:
         files = {}
         for split in SPLITS:
@@ -208,6 +209,17 @@ def _check_split(path, split, sp, samples, metadata) -> None:
     start, end, target = (samples[c].to_numpy() for c in SAMPLE_COLUMNS)
     if len(samples) and not ((0 <= start).all() and (start < end).all() and (end <= target).all() and (target < len(sp)).all()):
         raise DataError(f"{path / f'{split}_samples.parquet'}: sample rows outside its staypoint table")
+
+
+def _check_extra_columns(sample_set: SampleSet, step_features: tuple[str, ...]) -> None:
+    """Extra columns are stored as integers: refuse any other type instead of truncating it."""
+    for split in SPLITS:
+        samples = sample_set.samples[split]
+        extra = [(sample_set.staypoints[split], c) for c in step_features]
+        extra += [(samples, c) for c in samples.columns if c not in SAMPLE_COLUMNS]
+        for table, column in extra:
+            if not pd.api.types.is_integer_dtype(table[column]):
+                raise DataError(f"extra column '{column}' of the {split} split is {table[column].dtype}; store integer codes")
 
 
 def _location_table(sample_set: SampleSet, locations: pd.DataFrame) -> pd.DataFrame:

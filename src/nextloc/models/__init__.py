@@ -2,7 +2,7 @@
 
 To add a model, write ``models/<name>.py`` with ``<Name>Config`` (``name``
 plus sizes and switches, validated in ``__post_init__``) and the model class,
-whose constructor takes a :class:`~nextloc.models.base.DataInfo` and the
+whose constructor takes a :class:`~nextloc.data.info.DataInfo` and the
 config's other fields as keywords; register both here and add
 ``conf/model/<name>.yaml``. The protocol is in :mod:`nextloc.models.base`.
 """

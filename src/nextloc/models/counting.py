@@ -55,7 +55,7 @@ class SparseCounts(nn.Module):
         # a fitted table's size depends on the data: take the stored size before loading
         for name in ("keys", "counts"):
             if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -68,9 +68,7 @@ def history_counts(batch: Batch, num_classes: int) -> Tensor:
     """How often each location occurs in each history, ``(B, L)``; padding never counts."""
     valid = (batch.location != PADDING).float()
     counts = torch.zeros(len(batch.length), num_classes, device=batch.location.device)
-    counts.scatter_add_(1, batch.location, valid)
-    counts[:, PADDING] = 0.0
-    return counts
+    return counts.scatter_add_(1, batch.location, valid)
 
 
 def history_transitions(batch: Batch, num_classes: int) -> Tensor:
@@ -81,9 +79,7 @@ def history_transitions(batch: Batch, num_classes: int) -> Tensor:
     inside = torch.arange(1, batch.location.shape[1], device=current.device) < batch.length[:, None]
     hit = ((source == current) & inside).float()
     counts = torch.zeros(len(batch.length), num_classes, device=current.device)
-    counts.scatter_add_(1, destination, hit)
-    counts[:, PADDING] = 0.0
-    return counts
+    return counts.scatter_add_(1, destination, hit)  # a valid pair's destination is never padding
 
 
 def training_transitions(train: SplitTensors) -> tuple[Tensor, Tensor, Tensor]:

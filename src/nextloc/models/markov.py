@@ -50,7 +50,7 @@ class MarkovModel(CountModel):
     Ties are left as they are; the metrics average over them.
     """
 
-    def __init__(self, data: DataInfo, scope: str = "user", fallback: list[str] = ()) -> None:
+    def __init__(self, data: DataInfo, scope: str, fallback: list[str]) -> None:
         super().__init__()
         self.num_locations, self.scope, self.fallback = data.num_locations, scope, list(fallback)
         L = data.num_locations

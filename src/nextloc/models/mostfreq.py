@@ -10,7 +10,7 @@ from nextloc.data.batches import Batch, SplitTensors
 from nextloc.data.info import DataInfo
 from nextloc.errors import ConfigError
 from nextloc.models.base import CountModel
-from nextloc.models.counting import SparseCounts, history_counts
+from nextloc.models.counting import SparseCounts, history_counts, training_transitions
 
 SCOPES = ("history", "user")
 
@@ -33,14 +33,15 @@ class MostFreqModel(CountModel):
     whose tables repeat visits, such as those imported from pickles.
     """
 
-    def __init__(self, data: DataInfo, scope: str = "history") -> None:
+    def __init__(self, data: DataInfo, scope: str) -> None:
         super().__init__()
         self.num_locations, self.scope = data.num_locations, scope
         self.user_counts = SparseCounts(data.num_locations)
 
     def fit(self, train: SplitTensors) -> None:
         if self.scope == "user":
-            self.user_counts.fit(train.user[train.target_index], train.location[train.target_index])
+            user, _, target = training_transitions(train)
+            self.user_counts.fit(user, target)
 
     def forward(self, batch: Batch) -> Tensor:
         if self.scope == "history":

@@ -34,7 +34,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from nextloc import __version__
-from nextloc.config import RunConfig
+from nextloc.config import RunConfig, run_config_from_dict
 from nextloc.data.batches import SplitTensors
 from nextloc.data.datasets import load_dataset
 from nextloc.data.info import DataInfo
@@ -104,7 +104,7 @@ def _run(config: RunConfig, run_dir: Path, on_epoch: Callable[[int, dict], None]
     model.to(device)
     splits = {s: SplitTensors(data.staypoints[s], data.samples[s], model.inputs) for s in SPLITS}
     batch_size = config.dataset.batch_size
-    if len(splits["train"]) < batch_size:
+    if len(splits["train"]) < batch_size and not model.fits_by_counting:
         raise ConfigError(
             f"dataset.batch_size={batch_size} exceeds the {len(splits['train'])} training samples; lower it"
         )
@@ -176,7 +176,12 @@ def _claim(run_dir: Path, config: RunConfig) -> None:
     file = run_dir / CONFIG
     if not file.is_file():
         write_json(file, settings)
-    elif json.loads(file.read_text()) != settings:
+        return
+    try:  # through the schema, so that keys added since it was written take their defaults
+        recorded = _settings(run_config_from_dict(json.loads(file.read_text())))
+    except (ConfigError, json.JSONDecodeError):
+        recorded = None
+    if recorded != settings:
         raise ConfigError(f"{run_dir} holds a run with another config; give this run a directory of its own")
 
 
@@ -189,6 +194,7 @@ def _settings(config: RunConfig) -> dict:
     settings = json.loads(json.dumps(asdict(config)))
     for key in ("resume", "threads", "progress"):
         settings.pop(key)
+    settings["dataset"]["source"] = config.dataset.reader
     return settings
 
 
