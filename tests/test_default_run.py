@@ -31,6 +31,7 @@ def test_default_model_clearly_beats_the_most_frequent_guesses_and_stays_below_t
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_device_auto_trains_on_cuda(tmp_path):
-    results = train(tmp_path, "debug=smoke", "device=auto")
+@pytest.mark.parametrize("model", ["lstm", "markov"])
+def test_device_auto_trains_on_cuda(tmp_path, model):
+    results = train(tmp_path, "debug=smoke", "device=auto", f"model={model}")
     assert results["device"].startswith("cuda")

@@ -142,6 +142,14 @@ class TestMarkov:
         fresh.load_state_dict(model.state_dict())
         np.testing.assert_array_equal(scores_of(fresh, data[3]), scores_of(model, data[3]))
 
+    @pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter")
+    def test_loaded_counts_stay_on_the_models_device(self, data):
+        """Checkpoints load on the CPU; a model moved to another device (here ``meta``) keeps its counts there."""
+        model = fitted(MarkovModel(DataInfo(L, U), scope="user", fallback=["user"]), data)
+        fresh = MarkovModel(DataInfo(L, U), scope="user", fallback=["user"]).to("meta")
+        fresh.load_state_dict(model.state_dict())
+        assert {b.device.type for b in fresh.buffers()} == {"meta"}
+
     def test_an_unknown_fallback_is_refused(self):
         with pytest.raises(ConfigError, match="model.fallback"):
             MarkovConfig(fallback=["user", "weekly"])
