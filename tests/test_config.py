@@ -70,6 +70,14 @@ class TestLoadRunConfig:
             ("model.sequence=zigzag", "model.sequence='zigzag'"),
             ("model.group_size_multiple=0", "model.group_size_multiple=0"),
             ("model.group_length_multiple=-8", "model.group_length_multiple=-8"),
+            ("optim.lr=nan", "optim.lr=nan"),
+            ("early_stopping.min_delta=nan", "early_stopping.min_delta=nan"),
+            ("optim.weight_decay=nan", "optim.weight_decay=nan"),
+            ("seed=-1", "seed=-1"),
+            ("seed=4294967296", "seed=4294967296"),
+            ("dataset=geolife debug=smoke", "dataset.synthetic is set but dataset.source=geolife"),
+            ("dataset.source=gpx", "dataset.source='gpx'"),
+            ("model=markov model.fallback=[weekly]", "model.fallback"),
         ],
     )
     def test_invalid_values_name_the_key_and_value(self, override, key):

@@ -110,6 +110,23 @@ class TestSummarize:
         run(*args)
         assert {job: results(tmp_path / str(job)) for job in jobs["job"]} == before
 
+    def test_damaged_files_are_named_and_the_rest_of_the_table_stands(self, seed_sweep, tmp_path):
+        """Job 0's results are truncated and job 1's overrides are not YAML: both are listed as unreadable."""
+        import shutil
+
+        sweep = tmp_path / "sweep"
+        shutil.copytree(seed_sweep, sweep)
+        for name in ("summary.csv", "summary_by_config.csv"):
+            (sweep / name).unlink(missing_ok=True)
+        results_file = sweep / "0" / "test_results.json"
+        results_file.write_text(results_file.read_text()[:100])
+        (sweep / "1" / ".hydra" / "overrides.yaml").write_text("- seed=1\n  : [\n")
+        result = run("scripts/summarize.py", str(sweep))
+        table = pd.read_csv(sweep / "summary.csv").set_index("job")
+        assert table.loc[0, "status"] == table.loc[1, "status"] == "unreadable"
+        assert table.loc[2, "status"] == "finished" and table.loc[3, "status"] == "failed"
+        assert "JSONDecodeError" in table.loc[0, "error"] and str(sweep / "0") in result.stderr
+
     def test_plot_writes_a_figure_per_swept_key(self, seed_sweep):
         run("scripts/summarize.py", str(seed_sweep), "--plot")
         assert (seed_sweep / "plots" / "val_acc@1_vs_model.hidden_size.png").stat().st_size > 0
@@ -211,6 +228,11 @@ class TestTune:
     def test_bad_heartbeat_stops_with_one_line(self, tmp_path):
         result = tune(tmp_path, "--heartbeat", "0", "--n-trials", "1", check=False)
         assert result.returncode == 2 and "heartbeat=0" in result.stderr and "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize("n", ["0", "-3"])
+    def test_no_positive_trial_count_stops_with_one_line(self, tmp_path, n):
+        result = tune(tmp_path, "--n-trials", n, check=False)
+        assert result.returncode == 2 and f"--n-trials={n}" in result.stderr and "Traceback" not in result.stderr
 
     def test_every_worker_of_a_study_uses_its_heartbeat(self, tmp_path):
         """Workers judge each other's trials by their own interval, so a study keeps the one it was made with."""

@@ -35,7 +35,7 @@ def _positive(section: str, obj: Any, *keys: str) -> None:
     prefix = f"{section}." if section else ""
     for key in keys:
         value = getattr(obj, key)
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise ConfigError(f"{prefix}{key}={value} must be > 0")
 
 
@@ -73,7 +73,7 @@ class PreprocessConfig:
             "num_samples", "coverage_window_weeks", "min_history",
         )
         for key in ("activity_time_threshold", "min_tracked_days", "merge_gap", "n_jobs", "previous_day"):
-            if getattr(self, key) < 0:
+            if not getattr(self, key) >= 0:
                 raise ConfigError(f"dataset.preprocess.{key}={getattr(self, key)} must be >= 0")
         for key in ("min_coverage", "mean_coverage"):
             value = getattr(self, key)
@@ -134,7 +134,10 @@ class DatasetConfig:
                 f"dataset.source='{self.reader}' is unknown; set dataset.source to one of {list(SOURCES)}"
             )
         if self.reader != "synthetic" and self.synthetic is not None:
-            raise ConfigError(f"dataset.synthetic is set but dataset.source={self.reader}; it belongs to source=synthetic")
+            raise ConfigError(
+                f"dataset.synthetic is set but dataset.source={self.reader}: it belongs to source=synthetic "
+                "(a preset such as debug=smoke sets it; use that with dataset=synthetic)"
+            )
         if self.batch_size < 2:  # the model's BatchNorm needs two samples per training batch
             raise ConfigError(f"dataset.batch_size={self.batch_size} must be >= 2")
 
@@ -163,7 +166,7 @@ class OptimConfig:
         _positive("optim", self, "lr", "grad_clip")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1); try [0.9, 0.999]")
-        if self.weight_decay < 0 or self.momentum < 0:
+        if not (self.weight_decay >= 0 and self.momentum >= 0):
             raise ConfigError(f"optim.weight_decay={self.weight_decay} and optim.momentum={self.momentum} must be >= 0")
 
 
@@ -194,7 +197,7 @@ class EarlyStoppingConfig:
 
     def __post_init__(self) -> None:
         _positive("early_stopping", self, "patience", "max_triggers", "lr_factor")
-        if self.min_delta < 0:
+        if not self.min_delta >= 0:
             raise ConfigError(f"early_stopping.min_delta={self.min_delta} must be >= 0")
 
 
@@ -216,6 +219,8 @@ class RunConfig:
         _positive("", self, "max_epochs")
         if self.device not in DEVICES:
             raise ConfigError(f"device='{self.device}' is unknown; choose one of {list(DEVICES)}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ConfigError(f"seed={self.seed} must be in [0, 2**32)")
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
 

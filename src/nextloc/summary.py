@@ -2,18 +2,24 @@
 
 A job is a run directory with ``.hydra/overrides.yaml``; its status is
 ``finished`` (``test_results.json``), ``failed`` (``failed.json``),
-``pruned`` (``pruned.json``, an Optuna trial stopped early) or ``incomplete``. Ranking always uses a validation metric, never a test one.
+``pruned`` (``pruned.json``, an Optuna trial stopped early), ``incomplete``,
+or ``unreadable`` (one of those files is damaged: the job is listed, naming the
+file, and the rest of the table stands). Ranking always uses a validation
+metric, never a test one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from nextloc.training.run import RESULTS
+
+log = logging.getLogger(__name__)
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1")
 FACTS = ("num_parameters", "epochs_run", "best_epoch", "wall_time_s")
@@ -24,20 +30,37 @@ def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
     rows = []
     for overrides_file in sorted(Path(sweep_dir).glob("**/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
-        overrides = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [] if "=" in o)
-        row = {"job": str(job_dir.relative_to(sweep_dir)), **overrides, "status": "incomplete", "error": ""}
-        if (job_dir / RESULTS).is_file():
-            results = json.loads((job_dir / RESULTS).read_text())
-            row["status"] = "finished"
-            row |= {f"val_{m}": results["validation"][m] for m in METRICS}
-            row |= {f"test_{m}": results["test"][m] for m in METRICS}
-            row |= {fact: results[fact] for fact in FACTS}
-        else:
-            for status in ("failed", "pruned"):  # written by train.py's multirun and by tuning
-                if (job_dir / f"{status}.json").is_file():
-                    row |= {"status": status, "error": json.loads((job_dir / f"{status}.json").read_text())["error"]}
+        row = {"job": str(job_dir.relative_to(sweep_dir))}
+        try:
+            row |= _job(job_dir, overrides_file)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            log.warning("%s: skipped, a file of it cannot be read (%s)", job_dir, err)
+            row |= {"status": "unreadable", "error": f"{type(err).__name__}: {err}"}
         rows.append(row)
-    return pd.DataFrame(rows)
+    jobs = pd.DataFrame(rows)
+    first = [c for c in jobs.columns if c not in ("job", "status", "error") and not _is_result(c)]
+    return jobs[["job", *first, "status", "error", *[c for c in jobs.columns if _is_result(c)]]] if rows else jobs
+
+
+def _job(job_dir: Path, overrides_file: Path) -> dict:
+    """One job's overrides, status and results; raises when a file is damaged."""
+    overrides = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [] if "=" in o)
+    row = {**overrides, "status": "incomplete", "error": ""}
+    if (job_dir / RESULTS).is_file():
+        results = json.loads((job_dir / RESULTS).read_text())
+        row["status"] = "finished"
+        row |= {f"val_{m}": results["validation"][m] for m in METRICS}
+        row |= {f"test_{m}": results["test"][m] for m in METRICS}
+        row |= {fact: results[fact] for fact in FACTS}
+        return row
+    for status in ("failed", "pruned"):  # written by train.py's multirun and by tuning
+        if (job_dir / f"{status}.json").is_file():
+            row |= {"status": status, "error": json.loads((job_dir / f"{status}.json").read_text())["error"]}
+    return row
+
+
+def _is_result(column: str) -> bool:
+    return column.startswith(("val_", "test_")) or column in FACTS
 
 
 def swept_keys(jobs: pd.DataFrame) -> list[str]:

@@ -109,7 +109,7 @@ def optimize(
     pruner: optuna.pruners.BasePruner | None = None,
     heartbeat: int | None = None,
 ) -> optuna.Study:
-    """Run ``n_trials`` more trials of the study (created, or loaded to resume or extend it).
+    """Run ``n_trials`` (> 0) more trials of the study (created, or loaded to resume or extend it).
 
     ``compose(overrides)`` turns command-line overrides into a validated
     :class:`RunConfig`; the trial's suggestions are appended to ``overrides``.
@@ -118,6 +118,8 @@ def optimize(
     ``heartbeat`` seconds a worker marks its trial alive (see module doc); the
     interval is the study's, fixed when it is created (default 60 s).
     """
+    if n_trials < 1:
+        raise ConfigError(f"--n-trials={n_trials}: give the number of trials to add, at least 1")
     if metric not in METRICS:
         raise ConfigError(f"metric '{metric}' cannot be maximised; choose one of {list(METRICS)}")
     if heartbeat is not None and heartbeat < 1:

@@ -1,12 +1,14 @@
+import json
 import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nextloc.config import DatasetConfig, PreprocessConfig, SyntheticConfig
 from nextloc.data import preprocess as preprocess_module
-from nextloc.data.datasets import prepare_dataset, processed_path
+from nextloc.data.datasets import load_dataset, prepare_dataset, processed_path
 from nextloc.data.store import METADATA, read_processed
 from nextloc.errors import DataError
 
@@ -84,3 +86,23 @@ class TestPrepareDataset:
         other = replace(config, preprocess=replace(config.preprocess, previous_day=6))
         assert processed_path(config) != processed_path(other)
         assert processed_path(config) == processed_path(replace(config, preprocess=replace(config.preprocess, n_jobs=3)))
+
+
+class TestLoadDataset:
+    def test_a_data_set_with_an_empty_split_is_refused_naming_it(self, tmp_path):
+        """Validation samples would be needed for early stopping: an empty split stops the run.
+
+        The validation tables are emptied and the metadata says so (its checksums dropped), so only
+        the new check can refuse the data set."""
+        config = tiny_synthetic(tmp_path)
+        path = prepare_dataset(config)
+        metadata = json.loads((path / METADATA).read_text())
+        assert metadata["splits"]["validation"]["samples"] > 0
+        metadata["splits"]["validation"] = {"staypoints": 0, "samples": 0}
+        metadata["files"] = {}
+        (path / METADATA).write_text(json.dumps(metadata))
+        for file in path.glob("*.parquet"):
+            if file.name.startswith("validation_"):
+                pd.read_parquet(file).iloc[:0].to_parquet(file, index=False)
+        with pytest.raises(DataError, match="validation split has no sample"):
+            load_dataset(config)

@@ -26,8 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def load_dataset(config: DatasetConfig) -> ProcessedData:
-    """Read the processed data set of ``config``, creating it first when it is missing."""
-    data = read_processed(prepare_dataset(config))
+    """Read the processed data set of ``config``, creating it first when it is missing.
+
+    A data set with an empty split is refused: without validation samples
+    early stopping would pick an untrained model, without test samples there
+    is nothing to report.
+    """
+    path = prepare_dataset(config)
+    data = read_processed(path)
+    empty = [s for s, counts in data.metadata["splits"].items() if counts["samples"] == 0]
+    if empty:
+        raise DataError(
+            f"{path}: the {' and '.join(empty)} split has no sample; lower dataset.preprocess.previous_day or "
+            "min_history, or change the split fractions"
+        )
     log.info(
         "data %s: %d locations, %d users, samples train/validation/test %s",
         data.metadata.get("name"), data.num_locations - 2, data.num_users - 1,

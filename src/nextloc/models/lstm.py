@@ -43,7 +43,7 @@ class LSTMConfig:
     def __post_init__(self) -> None:
         counts = ("embed_dim", "hidden_size", "num_layers", "length_groups")
         for key in (*counts, "group_size_multiple", "group_length_multiple"):
-            if getattr(self, key) <= 0:
+            if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be > 0")
         for key in ("lstm_dropout", "embed_dropout", "head_dropout", "fc_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
