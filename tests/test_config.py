@@ -71,6 +71,7 @@ class TestLoadRunConfig:
             ("model.group_size_multiple=0", "model.group_size_multiple=0"),
             ("model.group_length_multiple=-8", "model.group_length_multiple=-8"),
             ("optim.lr=nan", "optim.lr=nan"),
+            ("model.hidden_size=abc", "model.hidden_size: Value 'abc'"),
             ("early_stopping.min_delta=nan", "early_stopping.min_delta=nan"),
             ("optim.weight_decay=nan", "optim.weight_decay=nan"),
             ("seed=-1", "seed=-1"),

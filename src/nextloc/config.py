@@ -236,6 +236,9 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     try:
         model_cls = model_config_class(OmegaConf.select(cfg, "model.name", default="lstm"))
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(model_cls), cfg.model))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err, section="model")) from None
+    try:
         rest = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "model"])
         run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), rest))
     except OmegaConfBaseException as err:
@@ -249,10 +252,12 @@ def run_config_from_dict(settings: dict) -> RunConfig:
     return load_run_config(OmegaConf.create(settings))
 
 
-def _one_line(err: OmegaConfBaseException) -> str:
-    """OmegaConf's message without its multi-line context block."""
+def _one_line(err: OmegaConfBaseException, section: str = "") -> str:
+    """OmegaConf's message without its multi-line context block, naming the full key."""
     message = str(err).splitlines()[0]
     key = getattr(err, "full_key", None)
+    if key and section:
+        key = f"{section}.{key}"
     return f"{key}: {message}" if key and key not in message else message
 
 

@@ -106,3 +106,10 @@ class TestLoadDataset:
                 pd.read_parquet(file).iloc[:0].to_parquet(file, index=False)
         with pytest.raises(DataError, match="validation split has no sample"):
             load_dataset(config)
+
+    def test_a_processed_folder_without_its_metadata_is_named_not_rebuilt_over(self, tmp_path):
+        config = tiny_synthetic(tmp_path)
+        path = prepare_dataset(config)
+        (path / METADATA).unlink()
+        with pytest.raises(DataError, match=f"{path}: a processed data set without its metadata.json"):
+            load_dataset(config)

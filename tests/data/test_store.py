@@ -223,3 +223,18 @@ class TestOpenSchema:
         finally:
             del sample_set.samples["train"]["weight"]
         assert not (tmp_path / "p").exists()
+
+
+class TestDamagedMetadata:
+    @pytest.mark.parametrize("changes, message", [
+        ({"num_locations": "many"}, "num_locations='many'"),
+        ({"num_users": -1}, "num_users=-1"),
+        ({"splits": {"train": {"staypoints": 1, "samples": 1}}}, "splits must give"),
+        ({"splits": []}, "splits must give"),
+        ({"files": {"../../etc/passwd": {"bytes": 1, "sha256": "0"}}}, r"files \['../../etc/passwd'\] are not plain names"),
+        ({"files": ["train_samples.parquet"]}, "files must map"),
+    ])
+    def test_metadata_that_parses_but_is_wrong_is_refused_naming_the_file(self, folder, changes, message):
+        patch_metadata(folder, **changes)
+        with pytest.raises(DataError, match=f"metadata.json: {message}"):
+            read_processed(folder)

@@ -53,6 +53,10 @@ def prepare_dataset(config: DatasetConfig) -> Path:
     path = processed_path(config)
     if (path / METADATA).is_file():
         return path
+    if path.is_dir():
+        raise DataError(
+            f"{path}: a processed data set without its {METADATA}; it is damaged: delete the folder to build it again"
+        )
     if config.reader == "reference_pickle":
         raise DataError(
             f"processed data set '{config.name}' not found: no {METADATA} in {path.resolve()}/; "

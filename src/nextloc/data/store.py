@@ -155,13 +155,41 @@ def read_metadata(path: Path) -> dict:
         raise DataError(f"{file}: not valid JSON ({err}); the file is truncated or corrupted") from None
     required = {"format_version", "num_locations", "num_users", "splits", "files"}
     if not isinstance(metadata, dict) or required - set(metadata):
-        raise DataError(f"{file}: lacks keys {sorted(required - set(metadata or {}))}")
+        raise DataError(f"{file}: lacks keys {sorted(required - set(metadata if isinstance(metadata, dict) else {}))}")
     if metadata["format_version"] != FORMAT_VERSION:
         raise DataError(
             f"{file}: format version {metadata['format_version']}, this nextloc reads {FORMAT_VERSION}; "
             "create the processed data set again"
         )
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise DataError(f"{file}: {problem}; the file is damaged, create the processed data set again")
     return metadata
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    """What is wrong with a parsed ``metadata.json`` whose keys are all there, or None."""
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not (count(metadata["num_locations"]) and metadata["num_locations"] >= 2):
+        return f"num_locations={metadata['num_locations']!r} is not a table size (>= 2)"
+    if not (count(metadata["num_users"]) and metadata["num_users"] >= 1):
+        return f"num_users={metadata['num_users']!r} is not a table size (>= 1)"
+    splits = metadata["splits"]
+    if not isinstance(splits, dict) or set(splits) != set(SPLITS) or not all(
+        isinstance(s, dict) and count(s.get("staypoints")) and count(s.get("samples")) for s in splits.values()
+    ):
+        return f"splits must give staypoint and sample counts of {list(SPLITS)}"
+    files = metadata["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values()
+    ):
+        return "files must map file names to their size and sha256"
+    outside = [name for name in files if Path(name).name != name or name in ("", ".", "..")]
+    if outside:
+        return f"files {outside} are not plain names inside the folder"
+    return None
 
 
 def fingerprint(metadata: dict) -> str:
