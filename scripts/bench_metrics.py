@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-EVAL = {"geolife": dict(samples=3500, batch_size=32), "diy": dict(samples=20_000, batch_size=256)}
+EVAL = {"geolife": {"samples": 3500, "batch_size": 32}, "diy": {"samples": 20_000, "batch_size": 256}}
 
 
 def load_bench_train():
@@ -117,7 +117,7 @@ def make_model(size: str, num_locations: int, num_users: int):
 
     options = lstm_options(size)
     try:
-        from nextloc.models.base import DataInfo
+        from nextloc.data.info import DataInfo
     except ImportError:  # before DataInfo
         return LSTMModel(num_locations=num_locations, num_users=num_users, **options)
     return LSTMModel(DataInfo(num_locations=num_locations, num_users=num_users), **options)
@@ -205,12 +205,14 @@ def main(argv=None) -> None:
         total = {k: float(v.sum()) for k, v in best.items()}
         evaluation = total["batching"] + total["forward"] + total["new"]
         extra = total["new"] - total["old"]
+        ms = {k: 1000 * v for k, v in total.items()}
         print(
-            f"  best per batch over {args.repeat} passes: evaluation pass {1000 * evaluation:.1f} ms ({n} batches) = "
-            f"batching {1000 * total['batching']:.1f} + forward {1000 * total['forward']:.1f} + metrics {1000 * total['new']:.1f} ms"
+            f"  best per batch over {args.repeat} passes: evaluation pass {1000 * evaluation:.1f} ms ({n} batches)"
+            f" = batching {ms['batching']:.1f} + forward {ms['forward']:.1f} + metrics {ms['new']:.1f} ms"
         )
         print(
-            f"  metrics update per batch: old {1000 * best['old'][:n].mean():.3f} ms, new {1000 * best['new'][:n].mean():.3f} ms; "
+            f"  metrics update per batch: old {1000 * best['old'][:n].mean():.3f} ms, "
+            f"new {1000 * best['new'][:n].mean():.3f} ms; "
             f"compute: old {1000 * best['old'][n]:.1f} ms, new {1000 * best['new'][n]:.1f} ms; "
             f"forward per batch {1000 * best['forward'][:n].mean():.2f} ms"
         )
@@ -221,7 +223,8 @@ def main(argv=None) -> None:
         )
         print(f"  per_user() ({users} users, once per run): {1000 * total['per_user']:.1f} ms")
         same = {k: (results["old"][k], results["new"][k]) for k in ("acc@1", "mrr", "ndcg", "f1", "loss")}
-        print("  old/new on these untrained, untied logits: " + ", ".join(f"{k} {a:.4f}/{b:.4f}" for k, (a, b) in same.items()))
+        pairs = ", ".join(f"{k} {a:.4f}/{b:.4f}" for k, (a, b) in same.items())
+        print(f"  old/new on these untrained, untied logits: {pairs}")
 
 
 if __name__ == "__main__":

@@ -135,20 +135,66 @@ class TestRankCounts:
         assert (e > 0).float().mean() > 0.9  # the data really is tied
 
 
+    def test_counts_are_exact_in_the_thousands(self):
+        """DIY-sized rows of integer scores 0..9: g and e run into the thousands and must be exact."""
+        g_ = torch.Generator().manual_seed(3)
+        scores = torch.randint(0, 10, (16, 7038), generator=g_).float()
+        target = torch.randint(0, 7038, (16,), generator=g_)
+        g, e = rank_counts(scores, target)
+        target_score = scores.gather(1, target[:, None])
+        assert torch.equal(g, (scores > target_score).long().sum(1))
+        assert torch.equal(e, (scores == target_score).long().sum(1) - 1)
+        assert e.min() > 500 and g.max() > 5000
+        _, m, _ = top_ties(scores)
+        assert torch.equal(m, (scores == 9).long().sum(1))
+
+
 class TestTopTies:
     def test_counts_the_tied_maxima(self):
-        argmax, m, is_max = top_ties(torch.tensor([[0.1, 0.5, 0.5], [3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+        scores = torch.tensor([[0.1, 0.5, 0.5], [3.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+        prediction, m, is_max = top_ties(scores)
         assert m.tolist() == [2, 1, 3]
-        assert argmax[1].item() == 0 and argmax[0].item() in (1, 2)
-        assert is_max.tolist() == [[False, True, True], [True, False, False], [True, True, True]]
+        assert prediction.tolist() == [-1, 0, -1]
+        assert is_max.tolist() == [[0, 1, 1], [1, 0, 0], [1, 1, 1]]
 
     def test_nan_scores_are_never_among_the_maxima(self):
         """A NaN does not win the argmax (torch's max would pick it) and does not tie with -inf."""
         nan, inf = float("nan"), float("inf")
-        argmax, m, is_max = top_ties(torch.tensor([[nan, 1.0, 0.0], [nan, -inf, nan], [nan, nan, nan]]))
-        assert argmax[:2].tolist() == [1, 1]
+        prediction, m, is_max = top_ties(torch.tensor([[nan, 1.0, 0.0], [nan, -inf, nan], [nan, nan, nan]]))
+        assert prediction.tolist() == [1, 1, -1]
         assert m.tolist() == [1, 1, 3]  # a row of NaN only: every class is a maximum
-        assert is_max[1].tolist() == [False, True, False]
+        assert is_max.tolist() == [[0, 1, 0], [0, 1, 0], [1, 1, 1]]
+
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_matches_brute_force_on_tied_integer_logits(self, seed):
+        logits, _, _ = tied_batch(seed)
+        prediction, m, is_max = top_ties(logits)
+        expected = [[float(z == max(row)) for z in row] for row in logits.tolist()]
+        assert is_max.tolist() == expected
+        assert m.tolist() == [sum(row) for row in expected]
+        assert prediction.tolist() == [row.index(1.0) if sum(row) == 1 else -1 for row in expected]
+        assert (m == 1).any() and (m > 1).any()
+
+    @pytest.mark.parametrize("classes", [1, 255, 256, 257, 7038, 70_000])
+    def test_the_argmax_is_exact_for_any_number_of_classes(self, classes):
+        """The argmax comes from a matrix product with the class ids' digits: exact at every size."""
+        g = torch.Generator().manual_seed(classes)
+        scores = torch.randn(64, classes, generator=g)
+        scores[:4, -1] = 10.0  # the last class, where an inexact product would be off first
+        scores[4, 0] = 10.0
+        prediction, m, _ = top_ties(scores)
+        assert (m == 1).all()
+        assert torch.equal(prediction, scores.argmax(dim=1))
+
+    def test_the_argmax_stays_exact_when_matrix_products_may_use_bfloat16(self):
+        before = torch.get_float32_matmul_precision()
+        try:
+            torch.set_float32_matmul_precision("medium")
+            scores = torch.randn(32, 7038, generator=torch.Generator().manual_seed(0))
+            scores[:8, 7037] = 10.0
+            assert torch.equal(top_ties(scores)[0], scores.argmax(dim=1))
+        finally:
+            torch.set_float32_matmul_precision(before)
 
 
 class TestRankingMetrics:

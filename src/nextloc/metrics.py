@@ -47,15 +47,21 @@ Without ties this equals ``sklearn.metrics.f1_score(target, argmax, average="wei
 (It is the F1 of the expected confusion, not the expected F1 over tie-breaks;
 F1 is not linear in the counts.)
 
-Nothing sorts over the classes: only comparisons with the target's and the
-maximum score and sums. All shares are in percent; the counts (``correct@k``,
-``rr``, ``total``) are kept so that results of different runs can be pooled.
+Nothing sorts over the classes: per batch there are comparisons with the
+target's and with the maximum score, row sums, and one thin matrix product
+that reads off the argmax of the rows without a tie (see :func:`top_ties`).
+
+All shares are in percent; the counts (``correct@k``, ``rr``, ``total``)
+are kept so that results of different runs can be pooled.
 Class 1 ("not seen in training") counts as a correct prediction, as in the
 reference; the ``_known`` keys repeat acc@1, acc@5 and mrr over the targets
 that are known locations.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 import pandas as pd
@@ -86,36 +92,71 @@ def rank_counts(scores: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     (tensor([2]), tensor([0]))
     """
     target_score = scores.gather(1, target[:, None])
-    # int32 sums: several times faster on CPU than the default int64 of a bool sum
-    greater = (scores > target_score).sum(dim=1, dtype=torch.int32).long()
-    equal = (scores == target_score).sum(dim=1, dtype=torch.int32).long() - 1
+    # both comparisons written straight into float32 and summed (see _flags): exact below 2**24 classes
+    flags = torch.empty((2, *scores.shape), dtype=torch.float32, device=scores.device)
+    torch.gt(scores, target_score, out=flags[0])
+    torch.eq(scores, target_score, out=flags[1])
+    greater, equal = flags.sum(dim=2).long()
+    equal = equal - 1
     nan = target_score.squeeze(1).isnan()
-    greater = torch.where(nan, scores.shape[1] - 1, greater)
-    equal = torch.where(nan, 0, equal)
+    if nan.any():
+        greater = torch.where(nan, scores.shape[1] - 1, greater)
+        equal = torch.where(nan, 0, equal)
     return greater, equal
 
 
 def top_ties(scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The tied maxima of each row: ``argmax (B,)``, their count ``m (B,)`` and the mask ``(B, C)``.
+    """The tied maxima of each row: ``prediction (B,)``, their count ``m (B,)`` and their mask ``(B, C)``.
 
-    NaN scores are never among the maxima, except in a row of NaN only, where
-    every class is. ``argmax`` is one of the maxima; it is *the* prediction
-    where ``m == 1``.
+    ``prediction`` is the argmax where ``m == 1`` and -1 where the top is tied;
+    the mask is float32, 1 at the maxima and 0 elsewhere. NaN scores are never
+    among the maxima, except in a row of NaN only, where every class is.
 
     Examples
     --------
-    >>> top_ties(torch.tensor([[0.1, 0.5, 0.5], [float("nan"), 1.0, 0.0]]))[1]
-    tensor([2, 1])
+    >>> prediction, m, is_max = top_ties(torch.tensor([[0.1, 0.5, 0.5], [float("nan"), 1.0, 0.0]]))
+    >>> prediction.tolist(), m.tolist(), is_max.tolist()
+    ([-1, 1], [2, 1], [[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
     """
-    best, argmax = scores.max(dim=1)
-    if best.isnan().any():  # max propagates NaN: only batches with a NaN pay for the copy
-        best = torch.where(scores.isnan(), float("-inf"), scores).amax(dim=1)
-        is_max = scores == best[:, None]
+    best = scores.amax(dim=1, keepdim=True)  # without indices: several times faster than max() on CPU
+    if best.isnan().any():  # amax propagates NaN: only batches with a NaN pay for the copies
+        best = torch.where(scores.isnan(), float("-inf"), scores).amax(dim=1, keepdim=True)
+        is_max = scores == best
         is_max[~is_max.any(dim=1)] = True  # rows of NaN only
-        argmax = is_max.to(torch.uint8).argmax(dim=1)  # not a NaN's index nor a -inf tied with NaNs
+        is_max = is_max.float()
     else:
-        is_max = scores == best[:, None]
-    return argmax, is_max.sum(dim=1, dtype=torch.int32).long(), is_max
+        is_max = _flags(torch.eq, scores, best)
+    count = is_max.sum(dim=1).long()
+    # a row with one maximum: its mask times (digits of 0..C-1) is that class's digits, exactly
+    digits, place = _class_digits(scores.shape[1], scores.device)
+    prediction = (is_max @ digits.T).long()
+    prediction = prediction[:, 0] if len(place) == 1 else (prediction * place).sum(dim=1)
+    return torch.where(count == 1, prediction, -1), count, is_max
+
+
+def _flags(compare, scores: Tensor, threshold: Tensor) -> Tensor:
+    """``compare(scores, threshold)`` written straight into float32 0/1.
+
+    On CPU, comparing into float32 and summing is several times faster than
+    summing a bool tensor (which converts it to int64 first); the row sums are
+    exact counts below 2**24 classes.
+    """
+    return compare(scores, threshold, out=torch.empty(scores.shape, dtype=torch.float32, device=scores.device))
+
+
+@functools.lru_cache(maxsize=8)
+def _class_digits(num_classes: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Class ids 0..C-1 as base-256 digits ``(n, C)`` (float32) and the place values ``(n,)``.
+
+    Digits below 256 and 0/1 masks are exact in bfloat16 and TF32 too, so a
+    mask with a single 1 times the digits gives the class exactly whatever
+    precision float32 matrix products are allowed to use. ``(n, C)`` and not
+    ``(C, n)``: the product with its transpose is several times faster.
+    """
+    n = max(1, math.ceil(math.log(max(num_classes, 2), 256)))
+    place = 256 ** torch.arange(n, device=device)
+    classes = torch.arange(num_classes, device=device)
+    return (classes // place[:, None] % 256).float(), place
 
 
 def ranking_metrics(g: np.ndarray, e: np.ndarray, target: np.ndarray, predicted: np.ndarray) -> dict:
@@ -215,9 +256,10 @@ def _percent(count, total) -> float:
 class MetricAccumulator:
     """Collects per-sample rank counts over an epoch; keeps no scores.
 
-    Per sample it keeps ``g``, ``e``, target, user, the argmax and whether the
-    top score is tied; the predicted mass of tied rows is summed per user as it
-    comes (a ``(C,)`` vector per user that has tied rows, nothing otherwise).
+    Per sample it keeps ``g``, ``e``, target, user and the argmax (-1 where the
+    top score is tied); the predicted mass of tied rows is summed per user as
+    it comes (a ``(C,)`` float64 vector per user that has tied rows, nothing
+    otherwise).
 
     Examples
     --------
@@ -233,9 +275,9 @@ class MetricAccumulator:
 
     def __init__(self) -> None:
         self._greater, self._equal, self._targets, self._users = [], [], [], []
-        self._predictions, self._tied = [], []
+        self._predictions = []  # the argmax, -1 where the top is tied
         self._num_classes = 0
-        self._tied_mass: dict[int, np.ndarray] = {}  # user -> (C,) predicted mass of that user's tied rows
+        self._tied_mass = torch.zeros(0, 0, dtype=torch.float64)  # (users, C): predicted mass of tied rows per user id
         self._loss_sum = 0.0
         self._batch_losses: list[float] = []
         self._loss_missing = False
@@ -245,22 +287,20 @@ class MetricAccumulator:
         scores = scores.detach()
         self._num_classes = max(self._num_classes, scores.shape[1])
         greater, equal = rank_counts(scores, target)
-        argmax, count, is_max = top_ties(scores)
+        prediction, count, is_max = top_ties(scores)
         tied = count > 1
         self._greater.append(greater.cpu())
         self._equal.append(equal.cpu())
         self._targets.append(target.cpu())
         self._users.append(user.cpu())
-        self._predictions.append(argmax.cpu())
-        self._tied.append(tied.cpu())
-        if tied.any():
+        self._predictions.append(prediction.cpu())
+        if tied.any():  # each maximum of a tied row gets 1/m of it, summed per user
             rows = tied.nonzero().squeeze(1)
             weight = is_max[rows].to(torch.float64) / count[rows, None]
             users, inverse = torch.unique(user[rows], return_inverse=True)
-            mass = torch.zeros(len(users), scores.shape[1], dtype=torch.float64, device=weight.device)
+            mass = torch.zeros(len(users), scores.shape[1], dtype=torch.float64, device=scores.device)
             mass.index_add_(0, inverse, weight)
-            for u, row in zip(users.tolist(), mass.cpu().numpy()):
-                self._add_tied_mass(u, row)
+            self._add_tied_mass(users.cpu(), mass.cpu())
         if loss is None:
             self._loss_missing = True
         else:
@@ -275,8 +315,8 @@ class MetricAccumulator:
         partial batch weighs as a full one): the reference's early-stopping
         criterion. Both are None if any batch came without a loss.
         """
-        g, e, target, _, prediction, tied = self._arrays()
-        result = ranking_metrics(g, e, target, self._predicted_mass(prediction, tied))
+        g, e, target, _, prediction = self._arrays()
+        result = ranking_metrics(g, e, target, self._predicted_mass(prediction))
         if self._loss_missing:
             result["loss"] = result["loss_batch_mean"] = None
         else:
@@ -286,42 +326,42 @@ class MetricAccumulator:
 
     def confusion(self) -> dict[str, np.ndarray]:
         """Expected confusion counts of all batches, per class (see :func:`expected_confusion`)."""
-        g, e, target, _, prediction, tied = self._arrays()
-        return expected_confusion(target, expected_hits(g, e, 1), self._predicted_mass(prediction, tied))
+        g, e, target, _, prediction = self._arrays()
+        return expected_confusion(target, expected_hits(g, e, 1), self._predicted_mass(prediction))
 
     def per_user(self) -> pd.DataFrame:
         """One row of metrics per user, ordered by user id (F1 over that user's samples)."""
-        g, e, target, user, prediction, tied = self._arrays()
+        g, e, target, user, prediction = self._arrays()
         order = np.argsort(user, kind="stable")
         users, starts = np.unique(user[order], return_index=True)
         rows = []
         for u, part in zip(users.tolist(), np.split(order, starts[1:])):
-            predicted = self._untied_mass(prediction[part], tied[part])
-            mass = self._tied_mass.get(u)
-            if mass is not None:
+            predicted = self._untied_mass(prediction[part])
+            if u < len(self._tied_mass):
+                mass = self._tied_mass[u].numpy()
                 predicted[: len(mass)] += mass
             rows.append({"user_id": int(u), **ranking_metrics(g[part], e[part], target[part], predicted)})
         return pd.DataFrame(rows)
 
-    def _add_tied_mass(self, user: int, mass: np.ndarray) -> None:
-        known = self._tied_mass.get(user)
-        if known is None:
-            self._tied_mass[user] = mass.copy()
-        elif len(known) < len(mass):
-            self._tied_mass[user] = np.pad(known, (0, len(mass) - len(known))) + mass
-        else:
-            known[: len(mass)] += mass
+    def _add_tied_mass(self, users: Tensor, mass: Tensor) -> None:
+        """Add the rows of ``mass`` to the rows of their user ids, growing the table as needed."""
+        rows, cols = int(users.max()) + 1, mass.shape[1]
+        if rows > self._tied_mass.shape[0] or cols > self._tied_mass.shape[1]:
+            grown = torch.zeros(max(rows, self._tied_mass.shape[0]), max(cols, self._tied_mass.shape[1]),
+                                dtype=torch.float64)
+            grown[: self._tied_mass.shape[0], : self._tied_mass.shape[1]] = self._tied_mass
+            self._tied_mass = grown
+        self._tied_mass[:, :cols].index_add_(0, users, mass)
 
-    def _predicted_mass(self, prediction: np.ndarray, tied: np.ndarray) -> np.ndarray:
-        predicted = self._untied_mass(prediction, tied)
-        for mass in self._tied_mass.values():
-            predicted[: len(mass)] += mass
+    def _predicted_mass(self, prediction: np.ndarray) -> np.ndarray:
+        predicted = self._untied_mass(prediction)
+        mass = self._tied_mass.sum(dim=0).numpy()
+        predicted[: len(mass)] += mass
         return predicted
 
-    def _untied_mass(self, prediction: np.ndarray, tied: np.ndarray) -> np.ndarray:
-        return np.bincount(prediction[~tied], minlength=self._num_classes).astype(np.float64)
+    def _untied_mass(self, prediction: np.ndarray) -> np.ndarray:
+        return np.bincount(prediction[prediction >= 0], minlength=self._num_classes).astype(np.float64)
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         parts = (self._greater, self._equal, self._targets, self._users, self._predictions)
-        arrays = tuple(torch.cat(p).numpy() if p else np.zeros(0, np.int64) for p in parts)
-        return (*arrays, torch.cat(self._tied).numpy() if self._tied else np.zeros(0, bool))
+        return tuple(torch.cat(p).numpy() if p else np.zeros(0, np.int64) for p in parts)
