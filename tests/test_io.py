@@ -112,3 +112,77 @@ class TestRemovedLock:
         thread.join(10)
         assert order == ["waiter in", "waiter out"] and not path.exists()
         assert current[:2] == [True, False]  # the holder's own check, then the waiter found its file removed
+
+
+class TestLockHolder:
+    def test_a_waiter_says_whom_it_waits_for(self, tmp_path, caplog):
+        import os
+        import threading
+        import time
+
+        path = tmp_path / ".x.lock"
+        caplog.set_level("INFO", logger="nextloc.io")
+        with exclusive_lock(path):
+            thread = threading.Thread(target=lambda: exclusive_lock(path, wait=True).__enter__())
+            thread.daemon = True
+            deadline = time.monotonic() + 10
+            thread.start()
+            while "waiting for the lock" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.01)
+        thread.join(10)
+        assert f"held by pid {os.getpid()} since " in caplog.text
+
+
+WORKER_PARENT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from nextloc.data.preprocess import die_with_parent
+from nextloc.io import exclusive_lock
+
+def work(out):
+    with open(out, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+lock, out = sys.argv[1], sys.argv[2]
+with exclusive_lock(lock, wait=True):
+    pool = ProcessPoolExecutor(1, initializer=die_with_parent, initargs=(os.getpid(),))
+    pool.submit(work, out)
+    time.sleep(120)
+"""
+
+
+class TestWorkersDieWithTheirParent:
+    def test_after_kill_9_of_the_parent_no_worker_holds_the_lock(self, tmp_path):
+        """A preprocessing parent killed with -9 while its worker runs: the worker ends, the lock is free."""
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        lock, out = tmp_path / ".data.lock", tmp_path / "worker.pid"
+        parent = subprocess.Popen([sys.executable, "-c", WORKER_PARENT, str(lock), str(out)])
+        try:
+            deadline = time.monotonic() + 60
+            while not (out.is_file() and out.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            worker = int(out.read_text())
+            parent.send_signal(signal.SIGKILL)
+            parent.wait(10)
+            deadline = time.monotonic() + 10
+            while _alive(worker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _alive(worker)
+            with exclusive_lock(lock):  # at once, without waiting
+                pass
+        finally:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from datetime import datetime
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,8 +66,9 @@ def atomic_directory(path: str | os.PathLike):
 def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = False):
     """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
 
-    When another process holds it, wait for it with ``wait``, else raise
-    ``BlockingIOError`` at once. The operating system drops the lock when its
+    When another process holds it, wait for it with ``wait`` (logging the
+    holder's pid and since when, which every holder writes into the file),
+    else raise ``BlockingIOError`` at once. The operating system drops the lock when its
     holder ends, however it ends (``kill -9`` included), so a lock file left
     behind never blocks anyone. With ``remove`` the holder deletes the file
     when the block ends; a waiter that then finds it has locked a deleted file
@@ -85,6 +87,10 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = F
         if not (remove and locked) or _is_current(file, path):
             break
         file.close()  # the previous holder removed the file between our open and our lock
+    if locked:  # say who holds it, for whoever waits
+        file.truncate(0)
+        file.write(f"pid {os.getpid()} since {datetime.now().isoformat(timespec='seconds')}\n")
+        file.flush()
     try:
         yield
     finally:
@@ -96,9 +102,16 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = F
 
 
 def _lock(file, path: Path, wait: bool) -> bool:
-    """Lock ``file``; False when the file system has no locks."""
+    """Lock ``file``; False when the file system has no locks. A waiter logs who holds the lock."""
     try:
-        fcntl.flock(file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise
+            holder = path.read_text().strip() if path.is_file() else ""
+            log.info("waiting for the lock %s, held by %s", path, holder or "another process")
+            fcntl.flock(file, fcntl.LOCK_EX)
     except OSError as err:
         if err.errno not in NO_LOCKS:
             raise

@@ -16,10 +16,13 @@ removed when the data set has been written.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import shutil
+import signal
+import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,6 +42,7 @@ from nextloc.errors import DataError
 from nextloc.io import write_atomic, write_json
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent ends
 
 
 def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
@@ -76,7 +80,8 @@ def _staypoints_by_user(sources: list[Path], params: PreprocessConfig, out_dir: 
     todo = [s for s in sources if not (out_dir / f"{s.name}.json").exists()]
     n_jobs = params.n_jobs or os.cpu_count() or 1
     if todo:
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
+        workers = min(n_jobs, len(todo))
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             jobs = pool.map(_user_job, todo, [params] * len(todo), [out_dir] * len(todo))
             for _ in tqdm(jobs, total=len(todo), desc="staypoints", unit="user", disable=None):
                 pass
@@ -91,6 +96,20 @@ def _staypoints_by_user(sources: list[Path], params: PreprocessConfig, out_dir: 
         raise DataError(f"no staypoint in any of {len(sources)} users; loosen dataset.preprocess.dist_threshold "
                         "or dataset.preprocess.time_threshold")
     return pd.concat(frames, ignore_index=True), quality, malformed
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when its parent ends, even by ``kill -9``.
+
+    Forked workers inherit the parent's open files, its data-creation lock
+    among them; a worker that outlived its parent would hold that lock, and
+    every later run would wait for it forever.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the line above took effect
+        os._exit(1)
 
 
 def _user_job(source: Path, params: PreprocessConfig, out_dir: Path) -> None:
