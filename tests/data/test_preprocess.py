@@ -155,6 +155,21 @@ class TestBadInput:
         assert malformed == 2
         assert len(fixes) == sum(len(p.read_text().splitlines()) - 6 for p in (user / "Trajectory").glob("*.plt")) - 2
 
+    def test_a_plt_shorter_than_its_header_counts_no_malformed_line(self, tmp_path):
+        user = tmp_path / "Data" / "010"
+        shutil.copytree(SAMPLE / "010", user)
+        (user / "Trajectory" / "20990101000000.plt").write_text("Geolife trajectory\nWGS 84\n")
+        fixes, malformed = raw.read_geolife_user(user)
+        assert malformed == 0 and len(fixes) > 0
+
+    def test_a_binary_plt_file_is_named_in_one_line(self, tmp_path):
+        shutil.copytree(SAMPLE / "000", tmp_path / "Data" / "000")
+        bad = tmp_path / "Data" / "000" / "Trajectory" / "20990101000000.plt"
+        bad.write_bytes(b"\xff\xfe\x00\x81" * 400)
+        with pytest.raises(DataError, match=f"{bad}: not a readable PLT text file"):
+            prepare_dataset(geolife(tmp_path, raw_dir=tmp_path / "Data"))
+        assert visible(tmp_path / "processed") == []
+
     @pytest.mark.parametrize(
         "rows, message",
         [

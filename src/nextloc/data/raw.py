@@ -46,13 +46,8 @@ def read_geolife_user(user_dir: Path) -> tuple[pd.DataFrame, int]:
     files = sorted((Path(user_dir) / "Trajectory").glob("*.plt"))
     if not files:
         raise DataError(f"{user_dir}: user folder without Trajectory/*.plt files")
-    frames = [
-        pd.read_csv(f, skiprows=PLT_HEADER_LINES, header=None, names=PLT_COLUMNS, dtype=str,
-                    on_bad_lines="skip", engine="python")
-        for f in files
-    ]
-    raw = pd.concat(frames, ignore_index=True)
-    lines = sum(_count_lines(f) - PLT_HEADER_LINES for f in files)
+    raw = pd.concat([_read_plt(f) for f in files], ignore_index=True)
+    lines = sum(max(_count_lines(f) - PLT_HEADER_LINES, 0) for f in files)  # a file may be shorter than its header
     fixes = pd.DataFrame(
         {
             "user_id": int(Path(user_dir).name),
@@ -64,6 +59,17 @@ def read_geolife_user(user_dir: Path) -> tuple[pd.DataFrame, int]:
     valid = fixes.notna().all(axis=1) & fixes["latitude"].between(-90, 90) & fixes["longitude"].between(-180, 180)
     fixes = fixes[valid].sort_values("tracked_at", kind="stable").reset_index(drop=True)
     return fixes, int(lines - len(fixes))
+
+
+def _read_plt(file: Path) -> pd.DataFrame:
+    """The rows of one PLT file as text; a file that is not text is refused naming it."""
+    try:
+        return pd.read_csv(file, skiprows=PLT_HEADER_LINES, header=None, names=PLT_COLUMNS, dtype=str,
+                           on_bad_lines="skip", engine="python")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=PLT_COLUMNS, dtype=str)
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DataError(f"{file}: not a readable PLT text file ({type(err).__name__}); remove or replace it") from None
 
 
 def _count_lines(file: Path) -> int:
