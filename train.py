@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
-from nextloc.errors import NextlocError
+from nextloc.errors import NextlocError, storage_error
 from nextloc.training.run import record_failure, run
 
 log = logging.getLogger("nextloc")
@@ -41,6 +41,7 @@ def main(cfg: DictConfig) -> float | None:
             config = replace(config, threads=threads_per_job(hydra_config.launcher))
         results = run(config, run_dir)
     except Exception as err:
+        err = storage_error(err) or err
         if hydra_config.mode.name != "MULTIRUN":
             if isinstance(err, NextlocError):
                 log.error("%s", err)

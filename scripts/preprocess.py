@@ -14,7 +14,7 @@ from nextloc.config import compose_run_config
 from nextloc.data.datasets import prepare_dataset, processed_path
 from nextloc.data.preprocess import format_statistics
 from nextloc.data.store import METADATA, read_metadata
-from nextloc.errors import NextlocError
+from nextloc.errors import NextlocError, storage_error
 
 log = logging.getLogger("nextloc.preprocess")
 
@@ -25,7 +25,10 @@ def main(overrides: list[str]) -> int:
         config = compose_run_config(overrides)
         existed = (processed_path(config.dataset) / METADATA).is_file()
         path = prepare_dataset(config.dataset)
-    except NextlocError as err:
+    except (NextlocError, OSError) as err:
+        err = storage_error(err) or err
+        if not isinstance(err, NextlocError):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     if existed:  # a new data set has logged its statistics already
