@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
 from nextloc.errors import NextlocError, storage_error
+from nextloc.sweep_report import SweepReport
 from nextloc.training.run import record_failure, run
 
 log = logging.getLogger("nextloc")
@@ -85,3 +86,5 @@ if __name__ == "__main__":
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
     main()
+    if SweepReport.failed_jobs:
+        sys.exit(1)

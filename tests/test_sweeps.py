@@ -38,7 +38,9 @@ def results(job_dir: Path) -> dict:
 def seed_sweep(tmp_path_factory, data_dir):
     """Four jobs: hidden size 8 with seeds 1 and 2 finish; hidden size -1 fails for both seeds."""
     sweep = tmp_path_factory.mktemp("sweep")
-    run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={sweep}", "seed=1,2", "model.hidden_size=8,-1")
+    result = run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={sweep}", "seed=1,2",
+                 "model.hidden_size=8,-1", check=False)
+    assert result.returncode == 1 and "2 of 4 jobs failed" in result.stdout + result.stderr, result.stderr[-3000:]
     return sweep
 
 
@@ -54,7 +56,8 @@ class TestMultirun:
         finished = sorted(seed_sweep.glob("*/test_results.json"))
         before = [(p.read_text(), p.stat().st_mtime_ns) for p in finished]
         out = run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={seed_sweep}",
-                  "seed=1,2", "model.hidden_size=8,-1")
+                  "seed=1,2", "model.hidden_size=8,-1", check=False)
+        assert out.returncode == 1
         assert [(p.read_text(), p.stat().st_mtime_ns) for p in finished] == before
         assert "has finished already" in out.stdout + out.stderr
 
