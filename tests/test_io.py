@@ -186,3 +186,21 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class TestPermissions:
+    def test_atomic_files_and_folders_follow_the_umask(self, tmp_path):
+        """With umask 022 a colleague can read a result file and list a data set folder."""
+        import os
+
+        from nextloc.io import atomic_directory, write_atomic
+
+        old = os.umask(0o022)
+        try:
+            write_atomic(tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
+            with atomic_directory(tmp_path / "data") as tmp:
+                (tmp / "a.parquet").write_text("x")
+        finally:
+            os.umask(old)
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755

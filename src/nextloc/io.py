@@ -23,6 +23,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; results are as readable as any file the user writes
     os.close(fd)
     try:
         write(Path(tmp))
@@ -49,6 +50,7 @@ def atomic_directory(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a shared data set must be readable by colleagues
     try:
         yield tmp
         if path.exists():
@@ -99,6 +101,13 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = F
         if locked:
             fcntl.flock(file, fcntl.LOCK_UN)
         file.close()
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _lock(file, path: Path, wait: bool) -> bool:
