@@ -161,6 +161,25 @@ def wait_for(condition, worker, limit=120):
 
 
 class TestTune:
+    def test_any_error_in_a_trial_fails_that_trial_and_the_study_goes_on(self, tmp_path, data_dir):
+        """Trial 0 meets an unexpected RuntimeError: it is recorded as failed (with failed.json), trial 1 runs."""
+        from nextloc.config import compose_run_config
+        from nextloc.tuning import Parameter, optimize
+
+        calls = []
+
+        def compose(overrides):
+            calls.append(overrides)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return compose_run_config(overrides)
+
+        study = optimize(compose, [*SMOKE, "max_epochs=1", "threads=1", "progress=false", data_dir],
+                         [Parameter("optim.lr", "float", 1e-3, 1e-2)], tmp_path, n_trials=2, study_name="t")
+        states = [t.state for t in study.trials]
+        assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+        assert json.loads((tmp_path / "trial_0" / "failed.json").read_text())["error"] == "RuntimeError: boom"
+
     def test_study_prunes_a_hopeless_trial_and_resumes(self, tmp_path, data_dir):
         """Trial 0 learns; trial 1 has lr 1e-4 and is below trial 0's curve from its first epoch on."""
         storage = f"sqlite:///{tmp_path / 'study.db'}"

@@ -30,7 +30,7 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from nextloc.config import RunConfig
-from nextloc.errors import ConfigError, NextlocError
+from nextloc.errors import ConfigError, NextlocError, storage_error
 from nextloc.io import write_atomic, write_json
 from nextloc.summary import METRICS
 from nextloc.training.run import record_failure, run
@@ -160,7 +160,10 @@ def optimize(
             except TrialTakenOver:
                 taken_over.append(trial.number)
                 raise
-            except NextlocError as err:
+            except Exception as err:  # any error fails this trial only; the study goes on
+                err = storage_error(err) or err
+                if not isinstance(err, NextlocError):
+                    log.exception("trial %d failed", trial.number)
                 record_failure(run_dir, err)
                 raise
         if trial.number not in {t.number for t in study.get_trials(deepcopy=False, states=(RUNNING,))}:
@@ -171,7 +174,7 @@ def optimize(
     taken_over: list[int] = []
     for _ in range(n_trials):  # one call per trial: a trial taken over ends only its own call
         try:
-            study.optimize(objective, n_trials=1, catch=(NextlocError,))
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         except ValueError:  # Optuna cannot record the end of a trial that another worker took over
             if not taken_over:
                 raise
