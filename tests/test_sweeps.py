@@ -258,10 +258,10 @@ class TestTune:
 
     def test_every_worker_of_a_study_uses_its_heartbeat(self, tmp_path):
         """Workers judge each other's trials by their own interval, so a study keeps the one it was made with."""
-        tune(tmp_path, "--heartbeat", "5", "--n-trials", "0")
-        result = tune(tmp_path, "--heartbeat", "60", "--n-trials", "0", check=False)
+        tune(tmp_path, "--heartbeat", "5", "--n-trials", "1", "max_epochs=1")
+        result = tune(tmp_path, "--heartbeat", "60", "--n-trials", "1", check=False)
         assert result.returncode == 2 and "heartbeat=60" in result.stderr and "every 5 s" in result.stderr
-        tune(tmp_path, "--n-trials", "0")
+        tune(tmp_path, "--n-trials", "1", "max_epochs=1")
 
     def test_bad_override_stops_before_any_trial(self, tmp_path):
         result = tune(tmp_path, "model.hidden_size=0", "--n-trials", "1", check=False)
