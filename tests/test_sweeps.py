@@ -96,8 +96,8 @@ class TestSummarize:
 
     def test_a_model_sweep_with_count_models_gives_one_row_per_model(self, tmp_path, data_dir):
         """lstm, markov, mostfreq and persistent over two seeds: four rows of two seeds each; the count
-        models ran no epoch and give the same numbers for every seed; a restart leaves them as they are."""
-        args = ("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={tmp_path}",
+        models ran no epoch and give the same numbers for every seed."""
+        args = ("train.py", "-m", "debug=smoke", "max_epochs=1", "threads=1", data_dir, f"hydra.sweep.dir={tmp_path}",
                 "model=lstm,markov,mostfreq,persistent", "seed=1,2")
         run(*args)
         run("scripts/summarize.py", str(tmp_path))
@@ -109,9 +109,6 @@ class TestSummarize:
         grouped = pd.read_csv(tmp_path / "summary_by_config.csv")
         assert sorted(grouped["model"]) == ["lstm", "markov", "mostfreq", "persistent"]
         assert (grouped["seeds"] == 2).all()
-        before = {job: results(tmp_path / str(job)) for job in jobs["job"]}
-        run(*args)
-        assert {job: results(tmp_path / str(job)) for job in jobs["job"]} == before
 
     def test_damaged_files_are_named_and_the_rest_of_the_table_stands(self, seed_sweep, tmp_path):
         """Job 0's results are truncated and job 1's overrides are not YAML: both are listed as unreadable."""

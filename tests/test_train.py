@@ -122,6 +122,7 @@ class TestTrainRun:
 class TestUserErrors:
     def test_missing_processed_data_names_the_folder_and_the_command(self, tmp_path):
         result = train("dataset=geolife", f"dataset.processed_dir={tmp_path / 'nothing'}",
+                       f"dataset.preprocess.raw_dir={tmp_path / 'no-raw'}",  # a checkout may hold the real raw data
                        f"hydra.run.dir={tmp_path / 'run'}", smoke=False, check=False)
         output = result.stdout + result.stderr
         assert result.returncode == 2
