@@ -20,6 +20,6 @@ def baseline_accuracy(data: ProcessedData, splits: dict[str, SplitTensors]) -> d
     for scope, key in (("history", "most_frequent_in_history_acc@1"), ("user", "most_frequent_of_user_acc@1")):
         model = MostFreqModel(info, scope=scope)
         model.fit(splits["train"])
-        result[key] = evaluate(model, splits["test"], batch_size=BATCH, device=torch.device("cpu"))
-        result[key] = result[key].compute()["acc@1"]
+        metrics = evaluate(model, splits["test"], batch_size=BATCH, device=torch.device("cpu"))
+        result[key] = metrics.compute()["acc@1"]
     return result

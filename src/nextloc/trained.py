@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
 from nextloc.config import RunConfig, run_config_from_dict
 from nextloc.data.info import DataInfo
 from nextloc.data.store import LOCATIONS, USERS

@@ -34,6 +34,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from nextloc import __version__
+from nextloc.baselines import baseline_accuracy
 from nextloc.config import RunConfig, run_config_from_dict
 from nextloc.data.batches import SplitTensors
 from nextloc.data.datasets import load_dataset
@@ -41,7 +42,6 @@ from nextloc.data.info import DataInfo
 from nextloc.data.samples import SPLITS
 from nextloc.data.store import LOCATIONS, USERS, ProcessedData, fingerprint
 from nextloc.errors import ConfigError, RunInUse
-from nextloc.baselines import baseline_accuracy
 from nextloc.io import atomic_directory, exclusive_lock, write_atomic, write_json
 from nextloc.models import build_model, count_parameters
 from nextloc.training.trainer import REPORTED, Trainer, summary
