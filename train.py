@@ -4,7 +4,10 @@ Hydra composes ``conf/``; :func:`nextloc.config.load_run_config` validates it
 once; :func:`nextloc.training.run.run` does the rest. ``resume=<run dir>``
 continues a killed run from its last completed epoch with its own config.
 In a multirun, a failing job records its error in ``failed.json`` in its run
-directory and the other jobs go on.
+directory and the other jobs go on. A run that is refused (a wrong value, a
+directory that holds another config's run) writes nothing: ``.hydra/`` is
+written here once the directory is claimed, not by Hydra before the checks
+(``hydra.output_subdir: null`` in ``conf/config.yaml``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
 from nextloc.errors import NextlocError, storage_error
-from nextloc.sweep_report import SweepReport
+from nextloc.io import write_atomic
+from nextloc.sweep_report import SweepReport, record_outcome
 from nextloc.training.run import record_failure, run
 
 log = logging.getLogger("nextloc")
@@ -34,15 +38,24 @@ def main(cfg: DictConfig) -> float | None:
     """Run one job; return its best validation acc@1 so that sweepers can optimise it."""
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
+    overrides = list(hydra_config.overrides.task)
+    claimed = []  # set once run() has found the directory to be this config's
+
+    def on_claim() -> None:
+        write_hydra_record(run_dir, cfg, overrides)
+        claimed.append(run_dir)
+
     try:
         if cfg.resume:
-            cfg = resumed_config(Path(cfg.resume), hydra_config.overrides.task)
+            cfg = resumed_config(Path(cfg.resume), overrides)
         config = load_run_config(cfg)
         if config.threads == 0:
             config = replace(config, threads=threads_per_job(hydra_config.launcher))
-        results = run(config, run_dir)
+        results = run(config, run_dir, on_claim=on_claim)
     except Exception as err:
         err = storage_error(err) or err
+        if not claimed:
+            _leave_untouched(run_dir)
         if hydra_config.mode.name != "MULTIRUN":
             if isinstance(err, NextlocError):
                 log.error("%s", err)
@@ -52,9 +65,35 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job %s failed: %s", hydra_config.job.num, err)
         else:
             log.exception("job %s failed", hydra_config.job.num)
-        record_failure(run_dir, err)
+        record_failure(run_dir, err, overrides)
+        record_outcome(Path(hydra_config.sweep.dir), hydra_config.job.num, run_dir, f"{type(err).__name__}: {err}")
         return None  # the other jobs of the sweep go on
+    if hydra_config.mode.name == "MULTIRUN":
+        record_outcome(Path(hydra_config.sweep.dir), hydra_config.job.num, run_dir, None)
     return results["validation"]["acc@1"]
+
+
+def write_hydra_record(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """``.hydra/`` (config, overrides, Hydra's own settings) of a claimed run directory; a resumed run keeps its first."""
+    record = run_dir / ".hydra"
+    if (record / "config.yaml").is_file():
+        return
+    write_atomic(record / "overrides.yaml", lambda tmp: OmegaConf.save(OmegaConf.create(overrides), tmp))
+    write_atomic(record / "hydra.yaml", lambda tmp: OmegaConf.save(OmegaConf.create({"hydra": HydraConfig.get()}), tmp))
+    write_atomic(record / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))  # last: resume= looks for it
+
+
+def _leave_untouched(run_dir: Path) -> None:
+    """A refused run: no line in the directory's log, and no directory if Hydra just made it empty."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
+    try:
+        run_dir.rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 def threads_per_job(launcher) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from nextloc.data.reference_pickle import find_reference_files, load_reference_pickles, sample_set_from_reference
 from nextloc.data.samples import SPLITS
 from nextloc.data.store import file_checksum, write_processed
-from nextloc.errors import NextlocError
+from nextloc.errors import ConfigError, NextlocError
 
 log = logging.getLogger("import_pk")
 
@@ -78,6 +78,8 @@ def _import(args: argparse.Namespace) -> None:
     files = find_reference_files(args.folder, args.prefix)
     prefix = files["train"].name.removesuffix("_train.pk")
     name = args.name or _default_name(prefix)
+    if Path(name).name != name or name.startswith("."):
+        raise ConfigError(f"--name={name!r}: give a plain data set name, without '/' or a leading '.'")
     # not data/processed/<name>: that folder holds this project's own preprocessing variants
     out = args.out or Path("data/processed") / f"{name}-reference"
     if out.exists():

@@ -1,6 +1,6 @@
 """Summarise a sweep: ``python scripts/summarize.py <sweep dir> [--metric acc@1] [--plot]``.
 
-Prints one table of all jobs (overrides, validation and test metrics,
+Prints one table of all jobs (the settings that differ between them, validation and test metrics,
 parameter count, epochs, wall time, status and error) ranked by the
 validation metric, and writes it as ``summary.csv`` and ``summary.md`` into
 the sweep directory. Jobs that differ only in ``seed`` are grouped into
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     jobs = collect_jobs(args.sweep_dir)
     if jobs.empty:
-        print(f"error: no jobs (.hydra/overrides.yaml) under {args.sweep_dir}", file=sys.stderr)
+        print(f"error: no jobs (run directories with run_config.json or failed.json) under {args.sweep_dir}", file=sys.stderr)
         return 2
     keys = swept_keys(jobs)
     columns = ["job", *keys, *[c for c in jobs.columns if c.startswith(("val_", "test_"))],

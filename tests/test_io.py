@@ -204,3 +204,34 @@ class TestPermissions:
             os.umask(old)
         assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
         assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from nextloc.io import atomic_directory, write_atomic
+
+def die(tmp):
+    tmp.write_bytes(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+folder = Path(sys.argv[1])
+if sys.argv[2] == "file":
+    write_atomic(folder / "last.pt", die)
+else:
+    with atomic_directory(folder / "data") as tmp:
+        die(tmp / "locations.parquet")
+"""
+
+
+class TestTemporariesOfKilledWrites:
+    @pytest.mark.parametrize("kind", ["file", "folder"])
+    def test_a_write_killed_with_9_leaves_a_temporary_that_the_next_start_removes(self, tmp_path, kind):
+        from nextloc.io import remove_temporaries
+
+        (tmp_path / "best.pt").write_text("kept")
+        subprocess.run([sys.executable, "-c", KILLED_WRITE, str(tmp_path), kind], timeout=60)
+        left = [p for p in tmp_path.iterdir() if p.name != "best.pt"]
+        assert len(left) == 1 and left[0].name.endswith(".tmp"), "the killed write left no temporary to clean up"
+        assert remove_temporaries(tmp_path) == left
+        assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]

@@ -61,6 +61,16 @@ class TestMultirun:
         assert [(p.read_text(), p.stat().st_mtime_ns) for p in finished] == before
         assert "has finished already" in out.stdout + out.stderr
 
+    def test_a_restart_with_another_config_rewrites_no_record(self, seed_sweep, data_dir):
+        """Job 0 ran seed 1 with hidden size 8; the same job with hidden size 12 is refused and counted as failed."""
+        job = seed_sweep / "0"
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(job.rglob("*")) if p.is_file()}
+        out = run("train.py", "-m", *SMOKE, "threads=1", data_dir, f"hydra.sweep.dir={seed_sweep}",
+                  "seed=1", "model.hidden_size=12", check=False)
+        output = out.stdout + out.stderr
+        assert out.returncode == 1 and "1 of 1 jobs failed" in output and "holds a run with another config" in output
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(job.rglob("*")) if p.is_file()} == before
+
     def test_joblib_jobs_run_in_parallel_with_their_share_of_the_cores(self, tmp_path, data_dir):
         run("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SMOKE, data_dir,
             f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16")
@@ -111,7 +121,8 @@ class TestSummarize:
         assert (grouped["seeds"] == 2).all()
 
     def test_damaged_files_are_named_and_the_rest_of_the_table_stands(self, seed_sweep, tmp_path):
-        """Job 0's results are truncated and job 1's overrides are not YAML: both are listed as unreadable."""
+        """Job 0's results are truncated and job 1's failure record is not JSON: both are listed as unreadable.
+        Job 2's settings come from its validated config, whatever its .hydra/overrides.yaml says."""
         import shutil
 
         sweep = tmp_path / "sweep"
@@ -120,11 +131,13 @@ class TestSummarize:
             (sweep / name).unlink(missing_ok=True)
         results_file = sweep / "0" / "test_results.json"
         results_file.write_text(results_file.read_text()[:100])
-        (sweep / "1" / ".hydra" / "overrides.yaml").write_text("- seed=1\n  : [\n")
+        (sweep / "1" / "failed.json").write_text('{"status": "fai')
+        (sweep / "2" / ".hydra" / "overrides.yaml").write_text("- seed=2\n- model.hidden_size=99\n")
         result = run("scripts/summarize.py", str(sweep))
         table = pd.read_csv(sweep / "summary.csv").set_index("job")
         assert table.loc[0, "status"] == table.loc[1, "status"] == "unreadable"
         assert table.loc[2, "status"] == "finished" and table.loc[3, "status"] == "failed"
+        assert table.loc[2, "model.hidden_size"] == 8 and table.loc[3, "model.hidden_size"] == -1
         assert "JSONDecodeError" in table.loc[0, "error"] and str(sweep / "0") in result.stderr
 
     def test_plot_writes_a_figure_per_swept_key(self, seed_sweep):
@@ -197,6 +210,7 @@ class TestTune:
         study = optuna.load_study(study_name="lstm", storage=f"sqlite:///{tmp_path / 'study.db'}")
         assert study.trials[0].value == results(tmp_path / "trial_0")["validation"]["acc@1"]
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_two_workers_share_one_study(self, tmp_path, data_dir):
         storage = f"sqlite:///{tmp_path / 'shared.db'}"
         args = [sys.executable, "scripts/tune.py", *SMOKE, "threads=1", data_dir, "--storage", storage,
@@ -208,6 +222,7 @@ class TestTune:
         assert sorted(t.number for t in trials) == [0, 1]
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_a_dead_workers_trial_is_run_again_from_its_last_epoch(self, tmp_path, data_dir):
         """kill -9 after trial 0's first epoch; two silent heartbeats later the next worker continues it, after
         waiting for the run directory's lock (held here as by a worker that is not dead after all)."""
@@ -222,6 +237,7 @@ class TestTune:
         assert retrying.wait(timeout=300) == 0, retrying.err.read_text()[-3000:]
         self.assert_retried_in_place(tmp_path)
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_a_worker_whose_trial_was_taken_over_leaves_the_run_and_goes_on(self, tmp_path, data_dir):
         """Trial 0 is declared dead while its worker still runs (as after a frozen machine): it stops at its
         next epoch without marking the run failed, and the worker ends normally."""
@@ -253,6 +269,7 @@ class TestTune:
         result = tune(tmp_path, "--n-trials", n, check=False)
         assert result.returncode == 2 and f"--n-trials={n}" in result.stderr and "Traceback" not in result.stderr
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_every_worker_of_a_study_uses_its_heartbeat(self, tmp_path):
         """Workers judge each other's trials by their own interval, so a study keeps the one it was made with."""
         tune(tmp_path, "--heartbeat", "5", "--n-trials", "1", "max_epochs=1")

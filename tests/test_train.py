@@ -86,6 +86,7 @@ class TestTrainRun:
         train(f"hydra.run.dir={tmp_path / 'b'}", "max_epochs=4", data_dir=data_dir)
         assert metrics(tmp_path / "b") == metrics(finished_run)
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_killed_run_resumes_to_identical_metrics(self, data_dir, tmp_path):
         """Killed one epoch after its first early-stopping trigger (reloaded weights, lr x 0.1, schedule off)."""
         overrides = ["max_epochs=30", "early_stopping.patience=2", "early_stopping.min_delta=0.05",
@@ -130,12 +131,21 @@ class TestUserErrors:
         assert str(tmp_path / "nothing") in output
         assert "Traceback" not in output
 
-    def test_invalid_value_stops_with_one_line(self, tmp_path):
-        result = train("model.hidden_size=0", f"hydra.run.dir={tmp_path}", check=False)
+    def test_invalid_value_stops_with_one_line_and_leaves_no_directory(self, tmp_path):
+        result = train("model.hidden_size=0", f"hydra.run.dir={tmp_path / 'new'}", check=False)
         output = result.stdout + result.stderr
         assert result.returncode == 2
         assert "model.hidden_size=0 must be > 0" in output
         assert "Traceback" not in output
+        assert not (tmp_path / "new").exists(), "a refused run left a directory that summaries count as incomplete"
+
+    def test_another_config_pointed_at_a_finished_run_rewrites_nothing(self, finished_run, data_dir):
+        before = _files(finished_run)
+        result = train(f"hydra.run.dir={finished_run}", "max_epochs=4", "model.hidden_size=12", data_dir=data_dir,
+                       check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "holds a run with another config" in output and "Traceback" not in output
+        assert _files(finished_run) == before
 
     def test_unknown_group_option_lists_the_choices(self, tmp_path):
         result = train("dataset=nowhere", f"hydra.run.dir={tmp_path}", smoke=False, check=False)
@@ -178,12 +188,19 @@ class TestUserErrors:
         assert result.returncode == 2 and "in use by another process" in output and "Traceback" not in output
         assert results.read_text() == before
         with exclusive_lock(tmp_path / "0" / ".lock"):
-            train("-m", f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16", "max_epochs=1", data_dir=data_dir)
-        assert "in use by another process" in (tmp_path / "0" / "train.log").read_text()
-        assert not (tmp_path / "0" / "failed.json").exists() and not (tmp_path / "0" / "run_config.json").exists()
+            result = train("-m", f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8,16", "max_epochs=1",
+                           data_dir=data_dir, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "1 of 2 jobs failed" in output and "in use by another process" in output
+        assert [p.name for p in (tmp_path / "0").iterdir()] == [".lock"], "the job wrote into a directory in use"
         assert (tmp_path / "1" / "test_results.json").is_file()
 
     def test_resume_rejects_other_overrides(self, finished_run):
         result = train(f"resume={finished_run}", "optim.lr=0.1", smoke=False, check=False)
         assert result.returncode == 2
         assert "drop the other overrides" in result.stdout + result.stderr
+
+
+def _files(folder: Path) -> dict:
+    """Every file under ``folder`` with its content and modification time."""
+    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}

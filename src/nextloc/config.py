@@ -6,7 +6,6 @@ Everything below ``train.py`` receives these dataclasses, never a DictConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,11 +22,6 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 def register_resolvers() -> None:
     """Resolvers that ``conf/config.yaml`` uses for the run directory of ``resume=``."""
     OmegaConf.register_new_resolver("nextloc_run_dir", lambda resume, default: resume or default, replace=True)
-    OmegaConf.register_new_resolver(
-        "nextloc_output_subdir",
-        lambda resume: f".hydra/resume-{datetime.now():%Y-%m-%d_%H-%M-%S}" if resume else ".hydra",
-        replace=True,
-    )
 
 
 def _positive(section: str, obj: Any, *keys: str) -> None:

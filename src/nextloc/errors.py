@@ -19,6 +19,10 @@ class RunInUse(NextlocError):
     """The run directory is being used by another process right now."""
 
 
+class RunOfAnotherConfig(ConfigError):
+    """The run directory holds a run of another config or data set: it is left exactly as it is."""
+
+
 class StorageError(NextlocError):
     """A full disk, a read-only or forbidden folder: the environment, not the code."""
 

@@ -64,6 +64,23 @@ def atomic_directory(path: str | os.PathLike):
         raise
 
 
+def remove_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """Remove what killed atomic writes of ``folder/<name>`` left behind; return the removed paths.
+
+    Call it only while holding the lock that every writer of those files
+    holds: then no temporary file there belongs to a live process.
+    """
+    removed = sorted(Path(folder).glob(f".{name}.*.tmp"))
+    for tmp in removed:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted write in %s", len(removed), folder)
+    return removed
+
+
 @contextmanager
 def exclusive_lock(path: str | os.PathLike, wait: bool = False, remove: bool = False):
     """Hold an exclusive lock on the file ``path`` (created if missing) for the block.

@@ -1,7 +1,9 @@
 """One table of a sweep's jobs, and mean ± std over seeds per configuration.
 
-A job is a run directory with ``.hydra/overrides.yaml``; its status is
-``finished`` (``test_results.json``), ``failed`` (``failed.json``),
+A job is a run directory with ``run_config.json`` (the validated config the
+run claimed its directory with) or ``failed.json`` (a job refused before
+that, with its overrides). Its settings come from those files, never from
+``.hydra/``; its status is ``finished`` (``test_results.json``), ``failed``,
 ``pruned`` (``pruned.json``, an Optuna trial stopped early), ``incomplete``,
 or ``unreadable`` (one of those files is damaged: the job is listed, naming the
 file, and the rest of the table stands). Ranking always uses a validation
@@ -15,25 +17,30 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from nextloc.training.run import RESULTS
+from nextloc.training.run import CONFIG, FAILED, RESULTS
 
 log = logging.getLogger(__name__)
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1")
 FACTS = ("num_parameters", "epochs_run", "best_epoch", "wall_time_s")
+GROUPS = ("dataset", "model", "optim", "scheduler")  # config groups: ``model.name`` is shown as ``model``
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The run directories of the jobs under ``sweep_dir``."""
+    marks = [*Path(sweep_dir).glob(f"**/{CONFIG}"), *Path(sweep_dir).glob(f"**/{FAILED}")]
+    return sorted({mark.parent for mark in marks})
 
 
 def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job under ``sweep_dir``: its overrides, status, metrics and facts."""
+    """One row per job under ``sweep_dir``: its settings, status, metrics and facts."""
     rows = []
-    for overrides_file in sorted(Path(sweep_dir).glob("**/.hydra/overrides.yaml")):
-        job_dir = overrides_file.parent.parent
+    for job_dir in job_dirs(sweep_dir):
         row = {"job": str(job_dir.relative_to(sweep_dir))}
         try:
-            row |= _job(job_dir, overrides_file)
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            row |= _job(job_dir)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             log.warning("%s: skipped, a file of it cannot be read (%s)", job_dir, err)
             row |= {"status": "unreadable", "error": f"{type(err).__name__}: {err}"}
         rows.append(row)
@@ -42,10 +49,14 @@ def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
     return jobs[["job", *first, "status", "error", *[c for c in jobs.columns if _is_result(c)]]] if rows else jobs
 
 
-def _job(job_dir: Path, overrides_file: Path) -> dict:
-    """One job's overrides, status and results; raises when a file is damaged."""
-    overrides = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [] if "=" in o)
-    row = {**overrides, "status": "incomplete", "error": ""}
+def _job(job_dir: Path) -> dict:
+    """One job's settings, status and results; raises when a file is damaged."""
+    failed = json.loads((job_dir / FAILED).read_text()) if (job_dir / FAILED).is_file() else None
+    if (job_dir / CONFIG).is_file():
+        settings = flatten_settings(json.loads((job_dir / CONFIG).read_text()))
+    else:  # refused before it claimed the directory: only its overrides are known
+        settings = dict(o.split("=", 1) for o in failed.get("overrides", []) if "=" in o)
+    row = {**settings, "status": "incomplete", "error": ""}
     if (job_dir / RESULTS).is_file():
         results = json.loads((job_dir / RESULTS).read_text())
         row["status"] = "finished"
@@ -53,10 +64,24 @@ def _job(job_dir: Path, overrides_file: Path) -> dict:
         row |= {f"test_{m}": results["test"][m] for m in METRICS}
         row |= {fact: results[fact] for fact in FACTS}
         return row
-    for status in ("failed", "pruned"):  # written by train.py's multirun and by tuning
-        if (job_dir / f"{status}.json").is_file():
-            row |= {"status": status, "error": json.loads((job_dir / f"{status}.json").read_text())["error"]}
+    if failed is not None:
+        row |= {"status": "failed", "error": failed["error"]}
+    elif (job_dir / "pruned.json").is_file():  # written by tuning
+        row |= {"status": "pruned", "error": json.loads((job_dir / "pruned.json").read_text())["error"]}
     return row
+
+
+def flatten_settings(settings: dict, prefix: str = "") -> dict:
+    """``{"optim": {"lr": 0.1, "name": "adam"}} -> {"optim.lr": 0.1, "optim": "adam"}``, keyed as overrides are."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= flatten_settings(value, f"{prefix}{key}.")
+        elif key == "name" and prefix[:-1] in GROUPS:
+            flat[prefix[:-1]] = value
+        else:
+            flat[f"{prefix}{key}"] = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
+    return flat
 
 
 def _is_result(column: str) -> bool:
@@ -64,9 +89,9 @@ def _is_result(column: str) -> bool:
 
 
 def swept_keys(jobs: pd.DataFrame) -> list[str]:
-    """Override keys (columns before ``status``) whose value differs between jobs."""
+    """Setting keys (columns before ``status``) whose value differs between jobs."""
     keys = list(jobs.columns[1 : list(jobs.columns).index("status")])
-    return [k for k in keys if jobs[k].nunique(dropna=False) > 1]
+    return [k for k in keys if jobs[k].nunique() > 1]  # a key that only some jobs have (a model's own) is not swept
 
 
 def rank_jobs(jobs: pd.DataFrame, metric: str = "acc@1") -> pd.DataFrame:

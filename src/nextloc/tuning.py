@@ -140,8 +140,9 @@ def optimize(
     def objective(trial: optuna.Trial) -> float:
         trial_overrides = overrides + [f"{p.name}={p.suggest(trial)}" for p in space]
         run_dir = _run_dir(trial, study_dir)
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / ".hydra" / "overrides.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(trial_overrides)))
+
+        def record_overrides() -> None:
+            write_atomic(run_dir / ".hydra" / "overrides.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(trial_overrides)))
 
         def report(epoch: int, validation: dict) -> None:
             try:
@@ -153,7 +154,7 @@ def optimize(
 
         with _log_to(run_dir / "train.log"):
             try:
-                results = run(compose(trial_overrides), run_dir, on_epoch=report, wait=True)
+                results = run(compose(trial_overrides), run_dir, on_epoch=report, wait=True, on_claim=record_overrides)
             except optuna.TrialPruned as pruned:
                 write_json(run_dir / "pruned.json", {"status": "pruned", "error": str(pruned)})
                 raise
@@ -164,7 +165,7 @@ def optimize(
                 err = storage_error(err) or err
                 if not isinstance(err, NextlocError):
                     log.exception("trial %d failed", trial.number)
-                record_failure(run_dir, err)
+                record_failure(run_dir, err, trial_overrides)
                 raise
         if trial.number not in {t.number for t in study.get_trials(deepcopy=False, states=(RUNNING,))}:
             taken_over.append(trial.number)
@@ -196,6 +197,7 @@ def _run_dir(trial: optuna.Trial, study_dir: Path) -> Path:
     if earlier is not None and Path(earlier).is_dir():
         return Path(earlier)
     run_dir = study_dir / f"trial_{trial.number}"
+    run_dir.mkdir(exist_ok=True)
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
     return run_dir
 

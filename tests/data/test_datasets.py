@@ -55,22 +55,31 @@ class TestPrepareDataset:
             prepare_dataset(config)
         assert list(tmp_path.iterdir()) == []
 
+    def test_a_killed_creation_leaves_nothing_for_the_next_one(self, tmp_path):
+        """The temporary folder of a write killed with -9 (tests/test_io.py) goes; another data set's stays."""
+        config = tiny_synthetic(tmp_path)
+        key = processed_path(config).name
+        (tmp_path / f".{key}.k1ll3d.tmp").mkdir()
+        (tmp_path / ".other.k1ll3d.tmp").mkdir()
+        prepare_dataset(config)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".other.k1ll3d.tmp", key]
+
     def test_a_folder_holding_a_data_set_is_used_as_it_is(self, tmp_path):
         path = prepare_dataset(tiny_synthetic(tmp_path))
         geolife = DatasetConfig(name="geolife", source="geolife", processed_dir=str(path))
         assert prepare_dataset(geolife) == path
 
     def test_preprocessing_resumes_from_finished_users(self, tmp_path, monkeypatch):
-        """A crash after the per-user stage keeps its results: the re-run computes no staypoints."""
+        """A stop after the per-user stage keeps its results: the re-run computes no staypoints."""
         config = DatasetConfig(name="geolife", source="geolife", processed_dir=str(tmp_path), preprocess=PreprocessConfig(
             raw_dir=str(SAMPLE), min_tracked_days=0, eps=100.0, num_samples=1, previous_day=0, min_history=1,
             train_fraction=0.3, validation_fraction=0.6, n_jobs=1))
 
         def crash(*args, **kwargs):
-            raise DataError("crash after the per-user stage")
+            raise KeyboardInterrupt  # the process is stopped after the per-user stage
 
         monkeypatch.setattr(preprocess_module, "generate_locations", crash)
-        with pytest.raises(DataError, match="crash"):
+        with pytest.raises(KeyboardInterrupt):
             prepare_dataset(config)
         assert not (processed_path(config) / METADATA).exists()
         monkeypatch.undo()

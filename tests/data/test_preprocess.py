@@ -176,16 +176,24 @@ class TestBadInput:
             ("user_id,lat,lon,tracked_at\nu1,1,2,2024-01-01T00:00:00+07:00\n", "lacks columns"),
             ("user_id,latitude,longitude,tracked_at\nu1,-7.8,110.4,2024-01-01T00:00:00\n", "has no time zone"),
             ("user_id,latitude,longitude,tracked_at\nu1,-7.8,east,2024-01-01T00:00:00+07:00\n", ":2: unparseable coordinates"),
+            ("user_id,latitude,longitude,tracked_at\nu1,110.4,-7.8,2024-01-01T00:00:00+07:00\n",
+             r":2: coordinates 110.4, -7.8 out of range"),
+            ("user_id,latitude,longitude,tracked_at\nu1,-7.8,110.4,2024-01-01T00:00:00+07:00\n,-7.8,110.4,2024\n",
+             ":3: no user_id"),
+            ("", r"part.csv: empty \(0 bytes"),
+            (b"user_id,latitude,longitude,tracked_at\nu\xe9,-7.8,110.4,2024-01-01T00:00:00+07:00\n",
+             r"part.csv:2: not UTF-8 text \(byte b'\\xe9'\)"),
+            (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "part.csv:1: not UTF-8 text"),
         ],
     )
     def test_broken_diy_csv_is_refused_with_its_file(self, tmp_path, rows, message):
         (tmp_path / "raw").mkdir()
-        (tmp_path / "raw" / "part.csv").write_text(rows)
+        (tmp_path / "raw" / "part.csv").write_bytes(rows if isinstance(rows, bytes) else rows.encode())
         config = DatasetConfig(name="diy", source="diy", processed_dir=str(tmp_path / "processed"),
                                preprocess=PreprocessConfig(raw_dir=str(tmp_path / "raw")))
         with pytest.raises(DataError, match=message):
             prepare_dataset(config)
-        assert visible(tmp_path / "processed") == []
+        assert not (tmp_path / "processed").exists(), "a failed creation left something behind"
 
     def test_script_reports_one_line_and_exit_code_2(self, tmp_path):
         run = subprocess.run(

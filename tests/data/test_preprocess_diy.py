@@ -20,11 +20,12 @@ from omegaconf import OmegaConf
 from nextloc.config import DatasetConfig, PreprocessConfig
 from nextloc.data import raw
 from nextloc.data.datasets import prepare_dataset
-from nextloc.data.preprocess import _staypoints_by_user
+from nextloc.data.preprocess import _staypoints_by_user, _work_folder
 from nextloc.data.raw_synthetic import diy_user_id, generate_positionfixes, move_places, write_diy
 from nextloc.data.samples import SPLITS
 from nextloc.data.staypoints import CRS
 from nextloc.data.store import read_processed
+from nextloc.errors import DataError
 from nextloc.data.synthetic_mobility import generate_staypoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +240,43 @@ class TestStage1Resume:
         raw.partition_csv_by_user(raw.diy_files(raw_dir), out)
         assert {p: p.stat().st_mtime_ns for p in out.rglob("part-000-0.parquet")} == kept
         _assert_same(_snapshot(out), reference)
+
+
+class TestWorkFolder:
+    """``.<out>.work/`` is kept for an interrupted run on the same raw files, and only for that."""
+
+    @pytest.fixture
+    def folders(self, tmp_path):
+        (tmp_path / "raw").mkdir()
+        (tmp_path / "raw" / "part.csv").write_text("user_id,latitude,longitude,tracked_at\n")
+        return tmp_path / "processed" / "abc", tmp_path / "raw"
+
+    def test_an_interrupted_runs_work_is_reused_without_its_killed_writes(self, folders):
+        out, raw_dir = folders
+        work = _work_folder(out, raw_dir)
+        (work / "staypoints").mkdir()
+        (work / "staypoints" / "u1.parquet").write_text("finished user")
+        (work / "staypoints" / ".u2.parquet.k1ll3d.tmp").write_text("half a user")
+        assert _work_folder(out, raw_dir) == work
+        assert [p.name for p in (work / "staypoints").iterdir()] == ["u1.parquet"]
+
+    def test_after_a_raw_file_changed_nothing_is_reused(self, folders):
+        out, raw_dir = folders
+        work = _work_folder(out, raw_dir)
+        (work / "fixes").mkdir()
+        with open(raw_dir / "part.csv", "a") as f:
+            f.write("u1,-7.8,110.4,2024-01-01T00:00:00+07:00\n")
+        _work_folder(out, raw_dir)
+        assert not (work / "fixes").exists()
+
+    def test_a_raw_file_that_cannot_be_read_removes_the_work(self, folders):
+        out, raw_dir = folders
+        (raw_dir / "part.csv").write_bytes(b"user_id,latitude,longitude,tracked_at\nu\xe9,-7.8,110.4,2024\n")
+        config = DatasetConfig(name="diy", source="diy", processed_dir=str(out.parent),
+                               preprocess=PreprocessConfig(raw_dir=str(raw_dir)))
+        with pytest.raises(DataError, match="not UTF-8"):
+            prepare_dataset(config)
+        assert not out.parent.exists(), "the failed creation left its work folder"
 
 
 class TestStreamingMatchesWholeFrame:

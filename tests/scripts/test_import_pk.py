@@ -1,6 +1,7 @@
 """``scripts/import_pk.py`` end to end, in subprocesses (each run costs an interpreter start)."""
 
 import hashlib
+import importlib.util
 import pathlib
 import pickle
 import subprocess
@@ -105,6 +106,17 @@ class TestImportPk:
         assert result.stderr.strip() == f"error: {out} already exists; remove it or choose another --out"
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
         assert not (tmp_path / "unpickled").exists()
+
+    @pytest.mark.parametrize("name", ["../../outside", "/tmp/elsewhere", ".hidden", ".."])
+    def test_a_name_that_leaves_the_data_folder_is_refused(self, reference, tmp_path, monkeypatch, caplog, name):
+        spec = importlib.util.spec_from_file_location("import_pk", SCRIPT)
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        (tmp_path / "cwd").mkdir()
+        monkeypatch.chdir(tmp_path / "cwd")
+        assert script.main([str(reference), "--trust-pickle", "--name", name]) == 2
+        assert "give a plain data set name" in caplog.text
+        assert list((tmp_path / "cwd").iterdir()) == [], "something was written"
 
     @pytest.mark.parametrize("damage", ["missing split file", "sample without Y"])
     def test_a_user_error_is_one_line_naming_the_file(self, reference, tmp_path, damage):

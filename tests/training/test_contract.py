@@ -375,8 +375,15 @@ class TestResume:
             with pytest.raises(Interrupted):
                 run(config, resumed)
         assert load_checkpoint(resumed / LAST)["epoch"] == self.KILL  # epoch KILL's scalars are in TensorBoard
+        # what a kill -9 inside write_atomic / atomic_directory leaves (tests/test_io.py)
+        leftovers = [(resumed / LAST).parent / ".last.pt.k1ll3d.tmp", resumed / ".test_results.json.k1ll3d.tmp"]
+        for leftover in leftovers:
+            leftover.write_bytes(b"half written")
+        (resumed / ".data.k1ll3d.tmp").mkdir()
 
         result = run(config, resumed)
+
+        assert not any(p.exists() for p in [*leftovers, resumed / ".data.k1ll3d.tmp"])
 
         for key in ("test", "validation", "best_epoch", "epochs_run", "early_stopping_triggers"):
             assert result[key] == straight[key], key

@@ -20,7 +20,7 @@ from pathlib import Path
 from nextloc.config import DatasetConfig
 from nextloc.data.store import FORMAT_VERSION, METADATA, ProcessedData, read_processed
 from nextloc.errors import DataError
-from nextloc.io import exclusive_lock
+from nextloc.io import exclusive_lock, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def prepare_dataset(config: DatasetConfig) -> Path:
     try:
         with exclusive_lock(path.parent / f".{path.name}.lock", wait=True, remove=True):
             if not (path / METADATA).is_file():  # nobody made it while we waited
+                remove_temporaries(path.parent, path.name)  # of a creation that was killed
                 _create(config, path)
     except BaseException:
         if not parent_existed:  # leave no empty folder behind a failed creation

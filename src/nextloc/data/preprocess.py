@@ -10,8 +10,11 @@ Stages, each resumable after a crash from what the earlier run finished:
    dropped, consecutive staypoints at one location merged, time features,
    then the sample builder and the processed format.
 
-Intermediate results live in ``.<out>.work/`` beside the output and are
-removed when the data set has been written.
+Intermediate results live in ``.<out>.work/`` beside the output. They are
+removed when the data set has been written, or when it cannot be (a raw file
+is wrong: nothing can be reused once it is mended), and not reused when the
+raw files have changed since they were made (``raw.json`` there records each
+file's size and modification time).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from nextloc.data.samples import MAX_DURATION, SPLITS, generate_samples
 from nextloc.data.staypoints import CRS, generate_user_staypoints
 from nextloc.data.store import write_processed
 from nextloc.errors import DataError
-from nextloc.io import write_atomic, write_json
+from nextloc.io import remove_temporaries, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent ends
@@ -48,21 +51,50 @@ PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent 
 def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
     """Build the processed data set of ``config`` from its raw data into the new folder ``out``."""
     params = config.preprocess
-    work = out.with_name(f".{out.name}.work")
-    sources = _user_sources(config.reader, Path(params.raw_dir), work)
-    stats = {"users_raw": len(sources)}
-    sp, quality, stats["malformed_lines"] = _staypoints_by_user(sources, params, work / "staypoints")
-    sp, filter_stats = filter_staypoints(sp, quality, params)
-    stats |= filter_stats
-    sp, locations, location_stats = generate_locations(sp, params)
-    stats |= location_stats
-    sample_set = generate_samples(staypoint_time_features(sp, params.timezone), **params.sample_parameters())
-    stats |= _sample_statistics(sample_set)
-    write_processed(out, sample_set, name=config.name, parameters=parameters, locations=locations,
-                    extra={"statistics": stats})
+    work = _work_folder(out, Path(params.raw_dir))
+    try:
+        sources = _user_sources(config.reader, Path(params.raw_dir), work)
+        stats = {"users_raw": len(sources)}
+        sp, quality, stats["malformed_lines"] = _staypoints_by_user(sources, params, work / "staypoints")
+        sp, filter_stats = filter_staypoints(sp, quality, params)
+        stats |= filter_stats
+        sp, locations, location_stats = generate_locations(sp, params)
+        stats |= location_stats
+        sample_set = generate_samples(staypoint_time_features(sp, params.timezone), **params.sample_parameters())
+        stats |= _sample_statistics(sample_set)
+        write_processed(out, sample_set, name=config.name, parameters=parameters, locations=locations,
+                        extra={"statistics": stats})
+    except DataError:
+        shutil.rmtree(work, ignore_errors=True)  # the raw data must change first
+        raise
     log.info("statistics of %s (also in its %s):\n%s", out, "metadata.json", format_statistics(stats))
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _work_folder(out: Path, raw_dir: Path) -> Path:
+    """``.<out>.work/``, keeping what an interrupted run made from the same raw files; call under the data lock."""
+    work = out.with_name(f".{out.name}.work")
+    signature = {
+        str(f.relative_to(raw_dir)): [f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(raw_dir.rglob("*")) if f.is_file()
+    }
+    record = work / "raw.json"
+    if work.exists():
+        try:
+            same = json.loads(record.read_text()) == signature
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            log.info("%s: the raw files changed since it was made (or it is damaged); starting over", work)
+            shutil.rmtree(work)
+    if work.exists():
+        log.info("continuing from %s, left by an interrupted run", work)
+        remove_temporaries(work / "staypoints")  # users whose write was killed run again
+    else:
+        work.mkdir(parents=True)
+        write_json(record, signature)
+    return work
 
 
 def _user_sources(source: str, raw_dir: Path, work: Path) -> list[Path]:

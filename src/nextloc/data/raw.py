@@ -8,8 +8,10 @@ that no step ever holds the whole data set.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -99,24 +101,40 @@ def partition_csv_by_user(files: list[Path], out_dir: Path, chunk_rows: int = 2_
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = 0
     for file in files:
-        header = pd.read_csv(file, nrows=0).columns
-        missing = [c for c in DIY_COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{file}: lacks columns {missing}; found {list(header)}")
-        chunks = pd.read_csv(file, usecols=DIY_COLUMNS, dtype={"user_id": str, "tracked_at": str}, chunksize=chunk_rows)
-        for i, chunk in enumerate(tqdm(chunks, desc=f"partition {file.name}", unit="chunk", disable=None)):
-            rows += len(chunk)
-            done = out_dir / ".done" / f"{file.stem}-{i}"
-            if done.exists():
-                continue
-            fixes = _parse_diy_chunk(chunk, file, i * chunk_rows)
-            for user, part in fixes.groupby("user_id", sort=False):
-                user_dir = out_dir / _safe_name(user)
-                user_dir.mkdir(exist_ok=True)
-                part.to_parquet(user_dir / f"{file.stem}-{i}.parquet", index=False)
-            done.parent.mkdir(exist_ok=True)
-            done.touch()
+        with _readable(file):
+            header = pd.read_csv(file, nrows=0).columns
+            missing = [c for c in DIY_COLUMNS if c not in header]
+            if missing:
+                raise DataError(f"{file}: lacks columns {missing}; found {list(header)}")
+            chunks = pd.read_csv(file, usecols=DIY_COLUMNS, dtype={"user_id": str, "tracked_at": str},
+                                 chunksize=chunk_rows)
+            for i, chunk in enumerate(tqdm(chunks, desc=f"partition {file.name}", unit="chunk", disable=None)):
+                rows += len(chunk)
+                done = out_dir / ".done" / f"{file.stem}-{i}"
+                if done.exists():
+                    continue
+                fixes = _parse_diy_chunk(chunk, file, i * chunk_rows)
+                for user, part in fixes.groupby("user_id", sort=False):
+                    user_dir = out_dir / _safe_name(user)
+                    user_dir.mkdir(exist_ok=True)
+                    part.to_parquet(user_dir / f"{file.stem}-{i}.parquet", index=False)
+                done.parent.mkdir(exist_ok=True)
+                done.touch()
     return {"rows": rows}
+
+
+@contextmanager
+def _readable(file: Path):
+    """Turn pandas' errors for a file that is not a CSV (empty, binary, another encoding) into one line."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{file}: empty ({file.stat().st_size} bytes, no header line); remove it or fill it") from None
+    except UnicodeDecodeError:
+        line, byte = _first_undecodable(file)
+        raise DataError(f"{file}:{line}: not UTF-8 text (byte {byte!r}); save the file as UTF-8") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{file}: not a readable CSV ({str(err).strip()})") from None
 
 
 def read_partition(user_dir: Path) -> pd.DataFrame:
@@ -125,22 +143,53 @@ def read_partition(user_dir: Path) -> pd.DataFrame:
     return fixes.sort_values("tracked_at", kind="stable").reset_index(drop=True)
 
 
-def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, first_row: int) -> pd.DataFrame:
+def _first_undecodable(file: Path, block_size: int = 1 << 24) -> tuple[int, bytes]:
+    """Line number and value of the first byte of ``file`` that is not UTF-8 (pandas only gives a buffer offset)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(file, "rb") as f:
+        while block := f.read(block_size):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                return line + block[: err.start].count(b"\n"), err.object[err.start : err.start + 1]
+            line += block.count(b"\n")
+    return line, b""
+
+
+def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, chunk_start: int) -> pd.DataFrame:
+    def first_row(bad: pd.Series) -> int:
+        return chunk_start + int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header line
+
+    if chunk["user_id"].isna().any():
+        raise DataError(f"{file}:{first_row(chunk['user_id'].isna())}: no user_id")
     lat = pd.to_numeric(chunk["latitude"], errors="coerce")
     lon = pd.to_numeric(chunk["longitude"], errors="coerce")
-    bad = lat.isna() | lon.isna() | ~lat.between(-90, 90) | ~lon.between(-180, 180)
-    if bad.any():
-        row = first_row + int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header line
-        raise DataError(f"{file}:{row}: unparseable coordinates {chunk['latitude'][bad].iloc[0]!r}, {chunk['longitude'][bad].iloc[0]!r}")
+    unparseable = lat.isna() | lon.isna()
+    if unparseable.any():
+        raise DataError(
+            f"{file}:{first_row(unparseable)}: unparseable coordinates "
+            f"{chunk['latitude'][unparseable].iloc[0]!r}, {chunk['longitude'][unparseable].iloc[0]!r}"
+        )
+    outside = ~lat.between(-90, 90) | ~lon.between(-180, 180)
+    if outside.any():
+        raise DataError(
+            f"{file}:{first_row(outside)}: coordinates {lat[outside].iloc[0]}, {lon[outside].iloc[0]} out of range "
+            "(latitude within [-90, 90], longitude within [-180, 180]; are the columns swapped?)"
+        )
     text = chunk["tracked_at"].astype(str)
     zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
     if not zoned.all():
-        row = first_row + int(np.flatnonzero(~zoned.to_numpy())[0]) + 2
-        raise DataError(f"{file}:{row}: tracked_at {text[~zoned].iloc[0]!r} has no time zone (e.g. +07:00); DIY needs one")
+        raise DataError(
+            f"{file}:{first_row(~zoned)}: tracked_at {text[~zoned].iloc[0]!r} has no time zone (e.g. +07:00); "
+            "DIY needs one"
+        )
     tracked_at = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     if tracked_at.isna().any():
-        row = first_row + int(np.flatnonzero(tracked_at.isna().to_numpy())[0]) + 2
-        raise DataError(f"{file}:{row}: tracked_at {text[tracked_at.isna()].iloc[0]!r} is not an ISO 8601 time")
+        raise DataError(
+            f"{file}:{first_row(tracked_at.isna())}: tracked_at {text[tracked_at.isna()].iloc[0]!r} "
+            "is not an ISO 8601 time"
+        )
     return pd.DataFrame({"user_id": chunk["user_id"], "tracked_at": tracked_at, "latitude": lat, "longitude": lon})
 
 

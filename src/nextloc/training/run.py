@@ -2,8 +2,8 @@
 
 The run directory holds (docs/reference.md)::
 
-    .hydra/config.yaml         the composed config (written by Hydra)
     run_config.json            the validated config; a directory serves one config only
+    .hydra/                    the composed config and overrides (train.py), once the directory is claimed
     train.log                  everything logged (written by Hydra's logging)
     tensorboard/               scalars per epoch, and the HParams entry of the run
     checkpoints/best.pt        weights of the best validation epoch (a count-based model's counts)
@@ -13,8 +13,8 @@ The run directory holds (docs/reference.md)::
     data/data.json             the data set's name, table sizes and fingerprint
     test_results.json          test and best-validation metrics, counts and run facts
     test_per_user.csv          test metrics per user
-    failed.json                the error, when a job of a sweep or search failed
-    .lock                      locked while a process uses the directory
+    failed.json                the error and overrides, when a job of a sweep or search failed
+    .lock                      exists while a process uses the directory
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from nextloc.data.datasets import load_dataset
 from nextloc.data.info import DataInfo
 from nextloc.data.samples import SPLITS
 from nextloc.data.store import LOCATIONS, USERS, ProcessedData, fingerprint
-from nextloc.errors import ConfigError, RunInUse
-from nextloc.io import atomic_directory, exclusive_lock, write_atomic, write_json
+from nextloc.errors import ConfigError, RunInUse, RunOfAnotherConfig
+from nextloc.io import atomic_directory, exclusive_lock, remove_temporaries, write_atomic, write_json
 from nextloc.models import build_model, count_parameters
 from nextloc.training.trainer import REPORTED, Trainer, summary
 
@@ -58,21 +58,28 @@ DATA_INFO = "data.json"
 
 
 def run(
-    config: RunConfig, run_dir: str | Path, on_epoch: Callable[[int, dict], None] | None = None, wait: bool = False
+    config: RunConfig,
+    run_dir: str | Path,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    wait: bool = False,
+    on_claim: Callable[[], None] | None = None,
 ) -> dict:
     """Train and test one model as ``config`` says, writing every artefact into ``run_dir``.
 
     Continues from ``run_dir/checkpoints/last.pt`` when that directory ran the
-    same config before. ``on_epoch(epoch, validation_metrics)`` is called after
-    every epoch (a search reports to its pruner there and may raise to stop
-    the run). Returns the content of ``test_results.json``. One process at a
-    time uses a run directory: another one stops with :class:`RunInUse`, or
-    with ``wait`` waits until the first one ends and then continues its run.
+    same config before. ``on_claim()`` is called once the directory is known
+    to be this config's, before anything else is written into it (the
+    caller's own record of the run goes there); ``on_epoch(epoch,
+    validation_metrics)`` is called after every epoch (a search reports to its
+    pruner there and may raise to stop the run). Returns the content of
+    ``test_results.json``. One process at a time uses a run directory: another
+    one stops with :class:`RunInUse`, or with ``wait`` waits until the first
+    one ends and then continues its run.
     """
     run_dir = Path(run_dir)
     with ExitStack() as stack:
         try:
-            stack.enter_context(exclusive_lock(run_dir / LOCK))
+            stack.enter_context(exclusive_lock(run_dir / LOCK, remove=True))
         except BlockingIOError:
             if not wait:
                 raise RunInUse(
@@ -80,18 +87,26 @@ def run(
                     "or give this run a directory of its own"
                 ) from None
             log.info("%s is in use by another process; waiting for it to end", run_dir)
-            stack.enter_context(exclusive_lock(run_dir / LOCK, wait=True))
+            stack.enter_context(exclusive_lock(run_dir / LOCK, wait=True, remove=True))
+        _claim(run_dir, config)
+        if on_claim is not None:
+            on_claim()
         return _run(config, run_dir, on_epoch)
 
 
-def record_failure(run_dir: Path, err: Exception) -> None:
-    """Write ``failed.json``, so that summaries list the job as failed; never into a directory in use elsewhere."""
-    if not isinstance(err, RunInUse):
-        write_json(run_dir / FAILED, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+def record_failure(run_dir: Path, err: Exception, overrides: list[str]) -> None:
+    """Write ``failed.json`` with the job's overrides, so that summaries list the job as failed.
+
+    Never into a directory that another process uses or that holds another config's run.
+    """
+    if not isinstance(err, (RunInUse, RunOfAnotherConfig)):
+        write_json(run_dir / FAILED, {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                      "overrides": list(overrides)})
 
 
 def _run(config: RunConfig, run_dir: Path, on_epoch: Callable[[int, dict], None] | None) -> dict:
-    _claim(run_dir, config)
+    for folder in (run_dir, run_dir / "checkpoints"):  # what a killed process was writing; nobody else writes here now
+        remove_temporaries(folder)
     if (run_dir / RESULTS).is_file():
         log.info("%s has finished already; its results stay as they are", run_dir)
         return json.loads((run_dir / RESULTS).read_text())
@@ -155,7 +170,7 @@ def _copy_data_tables(data: ProcessedData, out: Path) -> None:
     }
     if (out / DATA_INFO).is_file():
         if json.loads((out / DATA_INFO).read_text())["fingerprint"] != info["fingerprint"]:
-            raise ConfigError(f"{out}: this run was trained on other data; give this run a directory of its own")
+            raise RunOfAnotherConfig(f"{out}: this run was trained on other data; give this run a directory of its own")
         return
     shutil.rmtree(out, ignore_errors=True)  # a copy that a killed process left incomplete
     with atomic_directory(out) as tmp:
@@ -170,7 +185,7 @@ def _claim(run_dir: Path, config: RunConfig) -> None:
 
     A directory with the same config continues (``resume=``, or a sweep
     started again in the same sweep directory); one with another config is
-    refused, so results are never overwritten.
+    refused before anything is written into it, so records are never rewritten.
     """
     settings = _settings(config)
     file = run_dir / CONFIG
@@ -182,7 +197,7 @@ def _claim(run_dir: Path, config: RunConfig) -> None:
     except (ConfigError, json.JSONDecodeError):
         recorded = None
     if recorded != settings:
-        raise ConfigError(f"{run_dir} holds a run with another config; give this run a directory of its own")
+        raise RunOfAnotherConfig(f"{run_dir} holds a run with another config; give this run a directory of its own")
 
 
 def _settings(config: RunConfig) -> dict:
