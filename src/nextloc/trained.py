@@ -31,6 +31,7 @@ class TrainedRun:
     ``locations`` maps encoded location ids to raw ids and centroids (``None``
     when the data set had no location table), ``users`` encoded to raw user
     ids; ``data`` holds the data set's name, table sizes and ``fingerprint``.
+    ``predict`` turns visits into each user's most likely next places.
     """
 
     model: NextLocationModel
@@ -39,6 +40,16 @@ class TrainedRun:
     users: pd.DataFrame
     data: dict
     best_epoch: int | None
+    run_dir: Path
+
+    def predict(self, visits: pd.DataFrame, k: int = 10, at=None) -> pd.DataFrame:
+        """Top-``k`` next places of each user of ``visits``, after ``at`` (default: each user's last visit).
+
+        See :mod:`nextloc.prediction` for the columns of ``visits`` and of the result.
+        """
+        from nextloc.prediction import predict_visits
+
+        return predict_visits(self, visits, k=k, at=at)
 
 
 def load_run(run_dir: str | Path) -> TrainedRun:
@@ -63,4 +74,4 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     model = build_model(config.model, DataInfo.from_tables(info["num_locations"], info["num_users"], locations))
     best = load_checkpoint(run_dir / BEST)
     model.load_state_dict(best["model"])
-    return TrainedRun(model.eval(), config, locations, users, info, best["epoch"])
+    return TrainedRun(model.eval(), config, locations, users, info, best["epoch"], run_dir)

@@ -14,12 +14,12 @@ import pytest
 import trackintel as ti
 
 from nextloc.config import DatasetConfig, PreprocessConfig
-from nextloc.data import preprocess as preprocess_module
 from nextloc.data import raw
 from nextloc.data.datasets import prepare_dataset
 from nextloc.data.samples import SPLITS
 from nextloc.data.staypoints import CRS, generate_user_staypoints
 from nextloc.data.store import read_processed
+from nextloc.data.time_features import staypoint_time_features
 from nextloc.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +215,7 @@ class TestStaypointTimeFeatures:
         })
 
     def test_gmt_clock_by_default(self):
-        features = preprocess_module.staypoint_time_features(self.frame(), None)
+        features = staypoint_time_features(self.frame(), None)
         assert features["start_min"].tolist() == [23 * 60 + 30, 600]
         assert features["start_day"].tolist() == [0, 1]
         assert features["weekday"].tolist() == [0, 1]  # 2024-01-01 is a Monday
@@ -223,7 +223,7 @@ class TestStaypointTimeFeatures:
 
     def test_timezone_gives_local_time(self):
         """Asia/Shanghai is GMT+8: the first stay starts at 07:30 on Tuesday, the second at 18:00 the same day."""
-        features = preprocess_module.staypoint_time_features(self.frame(), "Asia/Shanghai")
+        features = staypoint_time_features(self.frame(), "Asia/Shanghai")
         assert features["start_min"].tolist() == [7 * 60 + 30, 18 * 60]
         assert features["start_day"].tolist() == [0, 0]
         assert features["weekday"].tolist() == [1, 1]

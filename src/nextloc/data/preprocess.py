@@ -38,9 +38,10 @@ from tqdm import tqdm
 
 from nextloc.config import DatasetConfig, PreprocessConfig
 from nextloc.data import raw
-from nextloc.data.samples import MAX_DURATION, SPLITS, generate_samples
+from nextloc.data.samples import SPLITS, generate_samples
 from nextloc.data.staypoints import CRS, generate_user_staypoints
 from nextloc.data.store import write_processed
+from nextloc.data.time_features import staypoint_time_features
 from nextloc.errors import DataError
 from nextloc.io import remove_temporaries, write_atomic, write_json
 
@@ -216,26 +217,6 @@ def generate_locations(sp: pd.DataFrame, params: PreprocessConfig) -> tuple[pd.D
     stats = {"staypoints_removed_noise": len(gsp) - len(located), "staypoints_merged": len(located) - len(merged),
              "locations_found": len(locs)}
     return merged, table, stats
-
-
-def staypoint_time_features(sp: pd.DataFrame, timezone: str | None) -> pd.DataFrame:
-    """start_day (since the user's first local date), start_min, weekday and duration in minutes."""
-    started = pd.to_datetime(sp["started_at"], utc=True)
-    finished = pd.to_datetime(sp["finished_at"], utc=True)
-    if timezone:
-        started, finished = started.dt.tz_convert(timezone), finished.dt.tz_convert(timezone)
-    local = started.dt.tz_localize(None)
-    first_day = local.groupby(sp["user_id"]).transform("min").dt.normalize()
-    return pd.DataFrame(
-        {
-            "user_id": sp["user_id"].astype(str).to_numpy(),
-            "location_id": sp["location_id"].to_numpy(np.int64),
-            "start_day": (local - first_day).dt.days.to_numpy(np.int64),
-            "start_min": (local.dt.hour * 60 + local.dt.minute).to_numpy(np.int64),
-            "weekday": local.dt.weekday.to_numpy(np.int64),
-            "duration": ((finished - started).dt.total_seconds() // 60).clip(0, MAX_DURATION).to_numpy(np.int64),
-        }
-    )
 
 
 def _sample_statistics(sample_set) -> dict:

@@ -101,7 +101,7 @@ def partition_csv_by_user(files: list[Path], out_dir: Path, chunk_rows: int = 2_
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = 0
     for file in files:
-        with _readable(file):
+        with readable_csv(file):
             header = pd.read_csv(file, nrows=0).columns
             missing = [c for c in DIY_COLUMNS if c not in header]
             if missing:
@@ -124,7 +124,7 @@ def partition_csv_by_user(files: list[Path], out_dir: Path, chunk_rows: int = 2_
 
 
 @contextmanager
-def _readable(file: Path):
+def readable_csv(file: Path):
     """Turn pandas' errors for a file that is not a CSV (empty, binary, another encoding) into one line."""
     try:
         yield

@@ -10,6 +10,10 @@ plus its config's fields, and then
   parts: the trainer minimises their sum and logs each part;
 - ``validation_loss(scores, batch)`` is the loss early stopping watches
   (``None`` for models without one);
+- ``probabilities(scores)`` turns scores into the probabilities a prediction
+  reports (softmax by default; ``None`` for a mere ranking);
+- user 0 in a batch is a user the model has not seen (prediction only): each
+  model documents what it does then;
 - count-based models set ``fits_by_counting = True`` and implement
   ``fit(train)`` instead: no optimiser, no epochs.
 
@@ -41,6 +45,10 @@ class NextLocationModel(nn.Module):
         """The loss of ``scores`` (this model's output for ``batch``) that early stopping watches."""
         return F.cross_entropy(scores, batch.target, ignore_index=PADDING)
 
+    def probabilities(self, scores: Tensor) -> Tensor | None:
+        """Class probabilities from ``forward``'s scores, for predictions; ``None`` when scores are only a ranking."""
+        return scores.softmax(-1)
+
     def fit(self, train: SplitTensors) -> None:
         """Fit by counting on the training split (count-based models only)."""
         raise NotImplementedError(f"{type(self).__name__} trains by gradient steps, not by counting")
@@ -50,7 +58,8 @@ class CountModel(NextLocationModel):
     """A model whose whole state is counts taken from the training split, kept as buffers.
 
     It has no loss; its size (``num_parameters`` in the results) is the number
-    of counts it stores.
+    of counts it stores. User 0 (not seen in training) has no counts of its
+    own: a user-scoped count model falls back to its other counts, or ties.
     """
 
     fits_by_counting = True
@@ -60,6 +69,9 @@ class CountModel(NextLocationModel):
 
     def validation_loss(self, scores: Tensor, batch: Batch) -> None:
         return None
+
+    def probabilities(self, scores: Tensor) -> None:
+        return None  # counts and fallbacks rank the classes; they are not a distribution
 
     def num_counts(self) -> int:
         """How many counts the model stores (buffers named ``counts``; their keys are not counted)."""

@@ -76,6 +76,21 @@ class LengthGroups:
             last=torch.from_numpy(last).to(length.device),
         )
 
+    @classmethod
+    def whole(cls, length: Tensor, width: int) -> LengthGroups:
+        """One group of all rows in batch order, padded to ``width``, in torch operations only.
+
+        The layout :func:`torch.export` can trace (the batch size stays symbolic);
+        it computes the same as :meth:`plan` with more padded steps.
+        """
+        rows = length.shape[0]
+        batch_rows = torch.arange(rows, device=length.device)
+        index = torch.arange(width, device=length.device)[:, None] + batch_rows[None, :] * width
+        return cls(
+            order=batch_rows, length=length, sizes=[rows], steps=[width],
+            index=index.reshape(-1), last=(length - 1) * rows + batch_rows,
+        )
+
     def gather(self, field: Tensor) -> Tensor:
         """A ``(B, width)`` history field as the flat positions of all groups: ``(N,)``."""
         return field.reshape(-1)[self.index]

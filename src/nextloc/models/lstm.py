@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -133,13 +134,15 @@ class LastStepLSTM(nn.Module):
         self.group_length_multiple = group_length_multiple if grouped else 1
 
     def plan(self, length: Tensor, width: int) -> LengthGroups:
-        """The layout this encoder runs a batch of ``(B, width)`` histories in."""
+        """The layout this encoder runs a batch of ``(B, width)`` histories in (one group under ``torch.export``)."""
+        if torch.compiler.is_compiling():
+            return LengthGroups.whole(length, width)
         return LengthGroups.plan(
             length, width, self.length_groups, self.group_size_multiple, self.group_length_multiple
         )
 
     def forward(self, blocks: list[Tensor], groups: LengthGroups) -> Tensor:
-        if self.sequence == "packed":
+        if self.sequence == "packed" and not torch.compiler.is_compiling():
             (x,) = blocks  # one group, longest first
             packed = pack_padded_sequence(x, groups.length.cpu())
             for i, layer in enumerate(self.layers):
@@ -219,7 +222,9 @@ class LSTMModel(NextLocationModel):
         x = self.embedding(*(groups.gather(field) for field in fields))  # (N, d)
         h = self.norm(self.encoder(groups.split(x), groups))  # (B, h)
         if self.user is not None:
-            h = h + self.user(batch.user)
+            # user 0 (one the model has not seen, at prediction time) gets the mean of the known users' vectors
+            known_mean = self.user.weight[1:].mean(0)
+            h = h + torch.where(batch.user[:, None] == 0, known_mean, self.user(batch.user))
         h = self.head_dropout(h)
         h = self.residual_norm(h + self.residual(h))
         return self.classifier(h)  # (B, L)
