@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +23,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nextloc.config import check_resume, load_run_config, register_resolvers, resumed_config
-from nextloc.errors import NextlocError, storage_error
+from nextloc.config import check_resume, compose, load_run_config, register_resolvers, resumed_config
+from nextloc.errors import NextlocError, memory_error, storage_error
 from nextloc.io import write_atomic
 from nextloc.sweep_report import SweepReport, record_outcome
 from nextloc.training.run import record_failure, run
@@ -39,6 +40,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
+    fresh = not any(run_dir.iterdir())  # Hydra has just made it: everything in it will be this process's
     claimed = []  # set once run() has found the directory to be this config's
 
     def on_claim() -> None:
@@ -53,9 +55,9 @@ def main(cfg: DictConfig) -> float | None:
             config = replace(config, threads=threads_per_job(hydra_config.launcher))
         results = run(config, run_dir, on_claim=on_claim)
     except Exception as err:
-        err = storage_error(err) or err
+        err = storage_error(err) or memory_error(err) or err
         if not claimed:
-            _leave_untouched(run_dir)
+            _leave_untouched(run_dir, fresh)
         if hydra_config.mode.name != "MULTIRUN":
             if isinstance(err, NextlocError):
                 log.error("%s", err)
@@ -83,17 +85,15 @@ def write_hydra_record(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> 
     write_atomic(record / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))  # last: resume= looks for it
 
 
-def _leave_untouched(run_dir: Path) -> None:
-    """A refused run: no line in the directory's log, and no directory if Hydra just made it empty."""
+def _leave_untouched(run_dir: Path, fresh: bool) -> None:
+    """A refused run: no more lines in the directory's log, and no directory if it was made for this run."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
             root.removeHandler(handler)
             handler.close()
-    try:
-        run_dir.rmdir()  # only when empty
-    except OSError:
-        pass
+    if fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def threads_per_job(launcher) -> int:
@@ -115,15 +115,37 @@ def threads_per_job(launcher) -> int:
     return max(1, cores // parallel)
 
 
-if __name__ == "__main__":
-    # Hydra creates the run directory before main() runs: check resume= first, so a typo leaves nothing behind.
-    for argument in sys.argv[1:]:
+def check_arguments(arguments: list[str]) -> None:
+    """Refuse a ``resume=`` of no run and overrides Hydra cannot compose, before Hydra creates any directory.
+
+    Hydra would answer a misspelt key or an unknown option with several lines
+    and exit code 1. In a sweep, each swept key is checked with its first value.
+    """
+    for argument in arguments:
         if argument.startswith("resume=") and argument != "resume=null":
-            try:
-                check_resume(argument.removeprefix("resume="))
-            except NextlocError as err:
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(2)
+            check_resume(argument.removeprefix("resume="))
+            return  # the run's own config; resumed_config() refuses other overrides
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
+        return  # --cfg, --help and other Hydra flags
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    composable = []
+    for override in OverridesParser.create().parse_overrides([a for a in arguments if not a.startswith("-")]):
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if not override.is_sweep_override():
+            composable.append(override.input_line)
+        elif override.value_type.name in ("CHOICE_SWEEP", "RANGE_SWEEP"):
+            composable.append(f"{override.get_key_element()}={next(override.sweep_string_iterator())}")
+    compose(composable)
+
+
+if __name__ == "__main__":
+    try:
+        check_arguments(sys.argv[1:])
+    except NextlocError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
     if SweepReport.failed_jobs:
         sys.exit(1)

@@ -30,6 +30,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--metric", default="acc@1", choices=METRICS, help="validation metric that ranks the jobs")
     parser.add_argument("--plot", action="store_true", help="write PNG figures into <sweep dir>/plots/")
     args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir}: no such folder; give a sweep directory (outputs/multirun/<date>/<time>)",
+              file=sys.stderr)
+        return 2
     jobs = collect_jobs(args.sweep_dir)
     if jobs.empty:
         print(f"error: no jobs (run directories with run_config.json or failed.json) under {args.sweep_dir}", file=sys.stderr)

@@ -71,6 +71,9 @@ class TestLoadRunConfig:
             ("model.group_size_multiple=0", "model.group_size_multiple=0"),
             ("model.group_length_multiple=-8", "model.group_length_multiple=-8"),
             ("optim.lr=nan", "optim.lr=nan"),
+            ("optim.lr=inf", "optim.lr=inf must be finite"),
+            ("optim.lrr=1e-3", "'optim.lrr' is not a key of the config; check its spelling"),
+            ("model=transformer", r"Could not find 'model/transformer'; choose one of \['lstm'"),
             ("model.hidden_size=abc", "model.hidden_size: Value 'abc'"),
             ("early_stopping.min_delta=nan", "early_stopping.min_delta=nan"),
             ("optim.weight_decay=nan", "optim.weight_decay=nan"),
@@ -103,3 +106,19 @@ class TestExperiments:
     @pytest.mark.parametrize("file", sorted((CONF / "experiment").glob("*.yaml")))
     def test_experiment_file_names_its_command(self, file):
         assert f"python train.py experiment={file.stem}" in file.read_text().splitlines()[1]
+
+
+class TestResumedConfig:
+    def test_threads_and_progress_may_change_nothing_else(self, tmp_path):
+        from omegaconf import OmegaConf
+
+        from nextloc.config import resumed_config
+        from nextloc.errors import ConfigError
+
+        (tmp_path / ".hydra").mkdir()
+        OmegaConf.save(OmegaConf.create({"seed": 3, "threads": 0, "progress": True, "resume": None}),
+                       tmp_path / ".hydra" / "config.yaml")
+        cfg = resumed_config(tmp_path, [f"resume={tmp_path}", "threads=1", "progress=false"])
+        assert (cfg.seed, cfg.threads, cfg.progress, cfg.resume) == (3, 1, False, str(tmp_path))
+        with pytest.raises(ConfigError, match=r"drop the other overrides \['seed=4'\]"):
+            resumed_config(tmp_path, [f"resume={tmp_path}", "threads=1", "seed=4"])

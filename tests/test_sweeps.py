@@ -78,6 +78,7 @@ class TestMultirun:
         assert all(f", {share} torch threads" in (tmp_path / job / "train.log").read_text() for job in ("0", "1"))
         assert all((tmp_path / job / "test_results.json").is_file() for job in ("0", "1"))
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_submitit_local_runs_a_job_as_its_own_process(self, tmp_path, data_dir):
         run("train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", *SMOKE, data_dir,
             f"hydra.sweep.dir={tmp_path}", "model.hidden_size=8")
@@ -138,7 +139,17 @@ class TestSummarize:
         assert table.loc[0, "status"] == table.loc[1, "status"] == "unreadable"
         assert table.loc[2, "status"] == "finished" and table.loc[3, "status"] == "failed"
         assert table.loc[2, "model.hidden_size"] == 8 and table.loc[3, "model.hidden_size"] == -1
-        assert "JSONDecodeError" in table.loc[0, "error"] and str(sweep / "0") in result.stderr
+        assert table.loc[0, "error"].startswith("ValueError: test_results.json: ") and str(sweep / "0") in result.stderr
+        assert table.loc[1, "error"].startswith("ValueError: failed.json: ")
+
+    def test_a_folder_that_does_not_exist_is_named(self, tmp_path, capsys):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("summarize", ROOT / "scripts" / "summarize.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        assert script.main([str(tmp_path / "typo")]) == 2
+        assert f"{tmp_path / 'typo'}: no such folder" in capsys.readouterr().err
 
     def test_plot_writes_a_figure_per_swept_key(self, seed_sweep):
         run("scripts/summarize.py", str(seed_sweep), "--plot")
@@ -190,6 +201,7 @@ class TestTune:
         assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
         assert json.loads((tmp_path / "trial_0" / "failed.json").read_text())["error"] == "RuntimeError: boom"
 
+    @pytest.mark.slow  # several processes, half a minute
     def test_study_prunes_a_hopeless_trial_and_resumes(self, tmp_path, data_dir):
         """Trial 0 learns; trial 1 has lr 1e-4 and is below trial 0's curve from its first epoch on."""
         storage = f"sqlite:///{tmp_path / 'study.db'}"

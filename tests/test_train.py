@@ -139,6 +139,14 @@ class TestUserErrors:
         assert "Traceback" not in output
         assert not (tmp_path / "new").exists(), "a refused run left a directory that summaries count as incomplete"
 
+    def test_a_run_refused_after_loading_the_data_leaves_no_directory(self, data_dir, tmp_path):
+        """So that the corrected command can run in the same directory."""
+        result = train(f"hydra.run.dir={tmp_path / 'new'}", "dataset.batch_size=100000", data_dir=data_dir,
+                       check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "exceeds the" in output and "Traceback" not in output
+        assert not (tmp_path / "new").exists()
+
     def test_another_config_pointed_at_a_finished_run_rewrites_nothing(self, finished_run, data_dir):
         before = _files(finished_run)
         result = train(f"hydra.run.dir={finished_run}", "max_epochs=4", "model.hidden_size=12", data_dir=data_dir,

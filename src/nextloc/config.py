@@ -5,6 +5,7 @@ Everything below ``train.py`` receives these dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ def register_resolvers() -> None:
 
 
 def _positive(section: str, obj: Any, *keys: str) -> None:
-    """Raise naming ``section.key=value`` for the first key that is not > 0."""
+    """Raise naming ``section.key=value`` for the first key that is not a finite number > 0."""
     prefix = f"{section}." if section else ""
     for key in keys:
         value = getattr(obj, key)
         if not value > 0:  # NaN too
             raise ConfigError(f"{prefix}{key}={value} must be > 0")
+        if not math.isfinite(value):
+            raise ConfigError(f"{prefix}{key}={value} must be finite")
 
 
 @dataclass
@@ -263,25 +266,47 @@ def check_resume(run_dir: str | Path) -> None:
 
 
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The composed config of an earlier run, to continue it with ``resume=<run_dir>``."""
-    others = [o for o in overrides if not o.startswith("resume=")]
+    """The composed config of an earlier run, to continue it with ``resume=<run_dir>``.
+
+    Only ``threads=`` and ``progress=`` may change: they set how it runs, not what it computes.
+    """
+    how = [o for o in overrides if o.startswith(("threads=", "progress="))]
+    others = [o for o in overrides if not o.startswith("resume=") and o not in how]
     if others:
         raise ConfigError(f"resume= continues a run with its own config; drop the other overrides {others}")
     check_resume(run_dir)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.merge(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), OmegaConf.from_dotlist(how))
     cfg.resume = str(run_dir)
     return cfg
 
 
 def compose_run_config(overrides: list[str]) -> RunConfig:
     """The validated config of ``train.py <overrides>``, for scripts that do not run through ``hydra.main``."""
-    from hydra import compose, initialize_config_dir
+    return load_run_config(compose(overrides))
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Hydra's composition of ``conf/`` with ``overrides``; its multi-line errors become one :class:`ConfigError`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
     register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
+            return hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
-    return load_run_config(cfg)
+        raise ConfigError(_composition_problem(str(err))) from None
+
+
+def _composition_problem(message: str) -> str:
+    """Hydra's multi-line composition error as one line: the problem, and the choices or the fix."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if lines[0].startswith("Could not override") and "'" in lines[0]:
+        key = lines[0].split("'")[1]
+        return f"'{key}' is not a key of the config; check its spelling (python train.py --cfg job lists them)"
+    if "Available options" in message:
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options")) + 1
+        options = [o for o in lines[start:] if not o.startswith(("Config search path", "provider="))]
+        return f"{lines[0]}; choose one of {options}"
+    return lines[0]

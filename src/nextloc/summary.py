@@ -41,7 +41,7 @@ def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
         try:
             row |= _job(job_dir)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            log.warning("%s: skipped, a file of it cannot be read (%s)", job_dir, err)
+            log.warning("%s: listed as unreadable, a file of it is damaged (%s)", job_dir, err)
             row |= {"status": "unreadable", "error": f"{type(err).__name__}: {err}"}
         rows.append(row)
     jobs = pd.DataFrame(rows)
@@ -51,14 +51,14 @@ def collect_jobs(sweep_dir: Path) -> pd.DataFrame:
 
 def _job(job_dir: Path) -> dict:
     """One job's settings, status and results; raises when a file is damaged."""
-    failed = json.loads((job_dir / FAILED).read_text()) if (job_dir / FAILED).is_file() else None
+    failed = _json(job_dir / FAILED) if (job_dir / FAILED).is_file() else None
     if (job_dir / CONFIG).is_file():
-        settings = flatten_settings(json.loads((job_dir / CONFIG).read_text()))
+        settings = flatten_settings(_json(job_dir / CONFIG))
     else:  # refused before it claimed the directory: only its overrides are known
         settings = dict(o.split("=", 1) for o in failed.get("overrides", []) if "=" in o)
     row = {**settings, "status": "incomplete", "error": ""}
     if (job_dir / RESULTS).is_file():
-        results = json.loads((job_dir / RESULTS).read_text())
+        results = _json(job_dir / RESULTS)
         row["status"] = "finished"
         row |= {f"val_{m}": results["validation"][m] for m in METRICS}
         row |= {f"test_{m}": results["test"][m] for m in METRICS}
@@ -67,8 +67,16 @@ def _job(job_dir: Path) -> dict:
     if failed is not None:
         row |= {"status": "failed", "error": failed["error"]}
     elif (job_dir / "pruned.json").is_file():  # written by tuning
-        row |= {"status": "pruned", "error": json.loads((job_dir / "pruned.json").read_text())["error"]}
+        row |= {"status": "pruned", "error": _json(job_dir / "pruned.json")["error"]}
     return row
+
+
+def _json(file: Path):
+    """A job's JSON file; a damaged one raises naming the file."""
+    try:
+        return json.loads(file.read_text())
+    except ValueError as err:
+        raise ValueError(f"{file.name}: {err}") from None
 
 
 def flatten_settings(settings: dict, prefix: str = "") -> dict:

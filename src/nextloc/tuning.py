@@ -30,7 +30,7 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from nextloc.config import RunConfig
-from nextloc.errors import ConfigError, NextlocError, storage_error
+from nextloc.errors import ConfigError, NextlocError, memory_error, storage_error
 from nextloc.io import write_atomic, write_json
 from nextloc.summary import METRICS
 from nextloc.training.run import record_failure, run
@@ -162,7 +162,7 @@ def optimize(
                 taken_over.append(trial.number)
                 raise
             except Exception as err:  # any error fails this trial only; the study goes on
-                err = storage_error(err) or err
+                err = storage_error(err) or memory_error(err) or err
                 if not isinstance(err, NextlocError):
                     log.exception("trial %d failed", trial.number)
                 record_failure(run_dir, err, trial_overrides)

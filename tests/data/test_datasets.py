@@ -122,3 +122,7 @@ class TestLoadDataset:
         (path / METADATA).unlink()
         with pytest.raises(DataError, match=f"{path}: a processed data set without its metadata.json"):
             load_dataset(config)
+        pointed = replace(config, processed_dir=str(path))  # the folder itself given as processed_dir
+        with pytest.raises(DataError, match=f"{path}: holds the files of a processed data set but no metadata.json"):
+            load_dataset(pointed)
+        assert sorted(p.name for p in path.iterdir() if p.is_dir()) == [], "a data set was built inside it"

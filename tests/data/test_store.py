@@ -233,6 +233,8 @@ class TestDamagedMetadata:
         ({"splits": []}, "splits must give"),
         ({"files": {"../../etc/passwd": {"bytes": 1, "sha256": "0"}}}, r"files \['../../etc/passwd'\] are not plain names"),
         ({"files": ["train_samples.parquet"]}, "files must map"),
+        ({"num_locations": 100_000}, "num_locations=100000 but locations.parquet ends at location 7"),
+        ({"num_users": 5}, "num_users=5 but users.parquet holds 2 users"),
     ])
     def test_metadata_that_parses_but_is_wrong_is_refused_naming_the_file(self, folder, changes, message):
         patch_metadata(folder, **changes)

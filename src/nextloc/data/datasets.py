@@ -88,6 +88,11 @@ def processed_path(config: DatasetConfig) -> Path:
     base = Path(config.processed_dir)
     if (base / METADATA).is_file():
         return base
+    if any(base.glob("*_samples.parquet")):
+        raise DataError(
+            f"{base}: holds the files of a processed data set but no {METADATA}; it is damaged: "
+            "delete the folder to build it again"
+        )
     key = hashlib.sha256(json.dumps(dataset_parameters(config), sort_keys=True).encode()).hexdigest()[:12]
     return base / key
 

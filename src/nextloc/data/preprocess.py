@@ -103,7 +103,8 @@ def _user_sources(source: str, raw_dir: Path, work: Path) -> list[Path]:
     if source == "geolife":
         return raw.geolife_users(raw_dir)
     files = raw.diy_files(raw_dir)
-    raw.partition_csv_by_user(files, work / "fixes")
+    if raw.partition_csv_by_user(files, work / "fixes")["rows"] == 0:
+        raise DataError(f"{raw_dir}: its CSV files hold no rows, only headers")
     return sorted(p for p in (work / "fixes").iterdir() if p.is_dir() and not p.name.startswith("."))
 
 

@@ -169,7 +169,8 @@ def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, chunk_start: int) -> pd.Da
     if unparseable.any():
         raise DataError(
             f"{file}:{first_row(unparseable)}: unparseable coordinates "
-            f"{chunk['latitude'][unparseable].iloc[0]!r}, {chunk['longitude'][unparseable].iloc[0]!r}"
+            f"{chunk['latitude'][unparseable].iloc[0]}, {chunk['longitude'][unparseable].iloc[0]}; "
+            "give latitude and longitude in decimal degrees"
         )
     outside = ~lat.between(-90, 90) | ~lon.between(-180, 180)
     if outside.any():
@@ -180,10 +181,10 @@ def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, chunk_start: int) -> pd.Da
     text = chunk["tracked_at"].astype(str)
     zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
     if not zoned.all():
-        raise DataError(
-            f"{file}:{first_row(~zoned)}: tracked_at {text[~zoned].iloc[0]!r} has no time zone (e.g. +07:00); "
-            "DIY needs one"
-        )
+        value = text[~zoned].iloc[0]
+        problem = ("has no time zone (e.g. +07:00); DIY needs one"
+                   if pd.notna(pd.to_datetime(value, format="ISO8601", errors="coerce")) else "is not an ISO 8601 time")
+        raise DataError(f"{file}:{first_row(~zoned)}: tracked_at {value!r} {problem}")
     tracked_at = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     if tracked_at.isna().any():
         raise DataError(

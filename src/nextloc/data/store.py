@@ -141,7 +141,19 @@ def read_processed(path: str | Path) -> ProcessedData:
         _check_split(path, split, staypoints[split], samples[split], metadata)
     locations = _read_table(path / LOCATIONS, LOCATION_COLUMNS) if LOCATIONS in metadata["files"] else None
     users = _read_table(path / USERS, USER_COLUMNS)
+    _check_tables(path, metadata, locations, users)
     return ProcessedData(staypoints, samples, metadata, locations, users)
+
+
+def _check_tables(path: Path, metadata: dict, locations: pd.DataFrame | None, users: pd.DataFrame) -> None:
+    """The table sizes in the metadata must be those of the user and location tables (models are built from them)."""
+    if users["user_id"].tolist() != list(range(1, metadata["num_users"])):
+        raise DataError(f"{path / METADATA}: num_users={metadata['num_users']} but {USERS} holds {len(users)} users; "
+                        "the file is damaged, create the processed data set again")
+    last = int(locations["location_id"].to_numpy().max(initial=1)) if locations is not None else None
+    if last is not None and last + 1 != metadata["num_locations"]:
+        raise DataError(f"{path / METADATA}: num_locations={metadata['num_locations']} but {LOCATIONS} ends at "
+                        f"location {last}; the file is damaged, create the processed data set again")
 
 
 def read_metadata(path: Path) -> dict:

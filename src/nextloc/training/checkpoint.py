@@ -14,7 +14,11 @@ from nextloc.io import write_atomic
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Save ``state`` (tensors, numbers, strings, lists and dicts only) in one rename."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as file:  # through a Python file, a full disk keeps its OSError (as the error's context)
+            torch.save(state, file)
+
+    write_atomic(path, save)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -67,9 +67,9 @@ def run(
     """Train and test one model as ``config`` says, writing every artefact into ``run_dir``.
 
     Continues from ``run_dir/checkpoints/last.pt`` when that directory ran the
-    same config before. ``on_claim()`` is called once the directory is known
-    to be this config's, before anything else is written into it (the
-    caller's own record of the run goes there); ``on_epoch(epoch,
+    same config before. Nothing is written into ``run_dir`` until it is known
+    to be this config's and the data and model are ready; then ``on_claim()``
+    is called (the caller's own record of the run goes there). ``on_epoch(epoch,
     validation_metrics)`` is called after every epoch (a search reports to its
     pruner there and may raise to stop the run). Returns the content of
     ``test_results.json``. One process at a time uses a run directory: another
@@ -88,10 +88,16 @@ def run(
                 ) from None
             log.info("%s is in use by another process; waiting for it to end", run_dir)
             stack.enter_context(exclusive_lock(run_dir / LOCK, wait=True, remove=True))
-        _claim(run_dir, config)
+        settings = _check_claim(run_dir, config)
+        if (run_dir / RESULTS).is_file():
+            log.info("%s has finished already; its results stay as they are", run_dir)
+            return json.loads((run_dir / RESULTS).read_text())
+        prepared = _prepare(config)  # a wrong value or damaged data found here leaves the directory as it was
+        if not (run_dir / CONFIG).is_file():
+            write_json(run_dir / CONFIG, settings)
         if on_claim is not None:
             on_claim()
-        return _run(config, run_dir, on_epoch)
+        return _run(config, run_dir, prepared, on_epoch)
 
 
 def record_failure(run_dir: Path, err: Exception, overrides: list[str]) -> None:
@@ -104,12 +110,8 @@ def record_failure(run_dir: Path, err: Exception, overrides: list[str]) -> None:
                                       "overrides": list(overrides)})
 
 
-def _run(config: RunConfig, run_dir: Path, on_epoch: Callable[[int, dict], None] | None) -> dict:
-    for folder in (run_dir, run_dir / "checkpoints"):  # what a killed process was writing; nobody else writes here now
-        remove_temporaries(folder)
-    if (run_dir / RESULTS).is_file():
-        log.info("%s has finished already; its results stay as they are", run_dir)
-        return json.loads((run_dir / RESULTS).read_text())
+def _prepare(config: RunConfig) -> tuple:
+    """Device, data, seeded model and split tensors of a run; raises on a user mistake before anything is written."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -123,6 +125,13 @@ def _run(config: RunConfig, run_dir: Path, on_epoch: Callable[[int, dict], None]
         raise ConfigError(
             f"dataset.batch_size={batch_size} exceeds the {len(splits['train'])} training samples; lower it"
         )
+    return device, data, model, splits
+
+
+def _run(config: RunConfig, run_dir: Path, prepared: tuple, on_epoch: Callable[[int, dict], None] | None) -> dict:
+    device, data, model, splits = prepared
+    for folder in (run_dir, run_dir / "checkpoints"):  # what a killed process was writing; nobody else writes here now
+        remove_temporaries(folder)
     log.info(
         "model %s: %s, device %s, %d torch threads", config.model.name,
         "fits by counting" if model.fits_by_counting else f"{count_parameters(model)} parameters",
@@ -180,8 +189,8 @@ def _copy_data_tables(data: ProcessedData, out: Path) -> None:
         write_json(tmp / DATA_INFO, info)
 
 
-def _claim(run_dir: Path, config: RunConfig) -> None:
-    """Record the run's config in its directory, or check that a directory in use ran the same config.
+def _check_claim(run_dir: Path, config: RunConfig) -> dict:
+    """The run's settings, once it is clear that ``run_dir`` is new or ran the same config.
 
     A directory with the same config continues (``resume=``, or a sweep
     started again in the same sweep directory); one with another config is
@@ -190,14 +199,14 @@ def _claim(run_dir: Path, config: RunConfig) -> None:
     settings = _settings(config)
     file = run_dir / CONFIG
     if not file.is_file():
-        write_json(file, settings)
-        return
+        return settings
     try:  # through the schema, so that keys added since it was written take their defaults
         recorded = _settings(run_config_from_dict(json.loads(file.read_text())))
     except (ConfigError, json.JSONDecodeError):
         recorded = None
     if recorded != settings:
         raise RunOfAnotherConfig(f"{run_dir} holds a run with another config; give this run a directory of its own")
+    return settings
 
 
 def _settings(config: RunConfig) -> dict:
