@@ -74,8 +74,8 @@ def state():
 
 class TestLSTMConfig:
     def test_unknown_init_is_refused(self):
-        with pytest.raises(ConfigError, match="model.init='xavier'"):
-            LSTMConfig(init="xavier")
+        with pytest.raises(ConfigError, match="model.init='glorot'"):
+            LSTMConfig(init="glorot")
 
     def test_unknown_sequence_path_is_refused(self):
         with pytest.raises(ConfigError, match="model.sequence='loop'"):

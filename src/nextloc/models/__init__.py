@@ -16,12 +16,14 @@ from nextloc.errors import ConfigError
 from nextloc.models.base import NextLocationModel, count_parameters
 from nextloc.models.lstm import LSTMConfig, LSTMModel
 from nextloc.models.markov import MarkovConfig, MarkovModel
+from nextloc.models.mhsa import MHSAConfig, MHSAModel
 from nextloc.models.mostfreq import MostFreqConfig, MostFreqModel
 from nextloc.models.persistent import PersistentConfig, PersistentModel
 
 MODELS: dict[str, tuple[type, type[NextLocationModel]]] = {
     "lstm": (LSTMConfig, LSTMModel),
     "markov": (MarkovConfig, MarkovModel),
+    "mhsa": (MHSAConfig, MHSAModel),
     "mostfreq": (MostFreqConfig, MostFreqModel),
     "persistent": (PersistentConfig, PersistentModel),
 }

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from torch import nn
 
-INITS = ("reference", "pytorch")
+INITS = ("reference", "xavier", "pytorch")
 
 
 def initialise(model: nn.Module, init: str) -> None:
     """Apply the named initialisation in place; ``pytorch`` keeps the layers' defaults."""
     if init == "reference":
         reference_init(model)
+    elif init == "xavier":  # the mhsa reference: matrices only; biases and norms keep PyTorch's defaults
+        for param in model.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param.data)
     elif init != "pytorch":
         raise ValueError(f"init={init!r} is unknown; choose one of {INITS}")
 

@@ -12,6 +12,7 @@ from nextloc.data.batches import Batch
 from nextloc.data.info import DataInfo
 from nextloc.errors import ConfigError
 from nextloc.models.base import NextLocationModel
+from nextloc.models.head import UserAwareHead
 from nextloc.models.dropout import Dropout
 from nextloc.models.init import INITS, initialise
 from nextloc.models.length_groups import LengthGroups
@@ -157,7 +158,7 @@ class LastStepLSTM(nn.Module):
         return groups.last_steps(blocks)
 
 
-class LSTMModel(NextLocationModel):
+class LSTMModel(UserAwareHead, NextLocationModel):
     """Embedding -> LSTM -> LayerNorm -> (+ user) -> residual block + BatchNorm -> classes.
 
     Examples
@@ -189,8 +190,7 @@ class LSTMModel(NextLocationModel):
         group_length_multiple: int = 4,
     ) -> None:
         super().__init__()
-        num_locations = data.num_locations
-        self.embedding = VisitEmbedding(num_locations, embed_dim, embed_dropout, use_time, use_duration)
+        self.embedding = VisitEmbedding(data.num_locations, embed_dim, embed_dropout, use_time, use_duration)
         self.encoder = LastStepLSTM(
             embed_dim,
             hidden_size,
@@ -202,17 +202,7 @@ class LSTMModel(NextLocationModel):
             group_length_multiple,
         )
         self.norm = nn.LayerNorm(hidden_size)
-        self.user = nn.Embedding(data.num_users, hidden_size) if use_user else None
-        self.head_dropout = Dropout(head_dropout)
-        self.residual = nn.Sequential(
-            nn.Linear(hidden_size, 2 * hidden_size),
-            nn.ReLU(),
-            Dropout(fc_dropout),
-            nn.Linear(2 * hidden_size, hidden_size),
-            Dropout(fc_dropout),
-        )
-        self.residual_norm = nn.BatchNorm1d(hidden_size)
-        self.classifier = nn.Linear(hidden_size, num_locations)
+        self.build_head(data, hidden_size, head_dropout, fc_dropout, use_user)
         initialise(self, init)
 
     def forward(self, batch: Batch) -> Tensor:
@@ -221,10 +211,4 @@ class LSTMModel(NextLocationModel):
         fields = (batch.location, batch.time_slot, batch.weekday, batch.duration)
         x = self.embedding(*(groups.gather(field) for field in fields))  # (N, d)
         h = self.norm(self.encoder(groups.split(x), groups))  # (B, h)
-        if self.user is not None:
-            # user 0 (one the model has not seen, at prediction time) gets the mean of the known users' vectors
-            known_mean = self.user.weight[1:].mean(0)
-            h = h + torch.where(batch.user[:, None] == 0, known_mean, self.user(batch.user))
-        h = self.head_dropout(h)
-        h = self.residual_norm(h + self.residual(h))
-        return self.classifier(h)  # (B, L)
+        return self.head(h, batch.user)  # (B, L)
