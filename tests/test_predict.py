@@ -157,6 +157,8 @@ class TestBadInput:
             ("user_id,location_id,started_at,finished_at\nu1,3,2024-01-01T08:00,2024-01-01T09:00\n"
              "u1,3,yesterday,2024-01-01T10:00\n", "row 2, column started_at: 'yesterday' is not a time"),
             ("user_id,location_id,started_at,finished_at\n", "holds no visit"),
+            ("user_id,location_id,started_at,finished_at\nu1,3.5,2024-01-01T08:00,2024-01-01T09:00\n",
+             "row 1, column location_id: 3.5 is not a location id of this data set"),
             ("", "empty (0 bytes"),
         ],
     )

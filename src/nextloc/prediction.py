@@ -145,8 +145,8 @@ def _times(visits: pd.DataFrame, column: str, timezone: str | None) -> pd.Series
 def _encode_users(run: TrainedRun, raw_users: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
     """The distinct users (raw id, encoded id or 0 when unknown) and each visit's position among them."""
     codes, raw = pd.factorize(raw_users.astype(str), sort=True)
-    known = dict(zip(run.users["raw_user_id"].astype(str), run.users["user_id"]))
-    encoded = np.array([known.get(u, 0) for u in raw], dtype=np.int64)  # one lookup per user, not per visit
+    position = pd.Index(run.users["raw_user_id"].astype(str)).get_indexer(raw)  # -1: not in the training data
+    encoded = np.where(position >= 0, run.users["user_id"].to_numpy()[position], 0).astype(np.int64)
     return pd.DataFrame({"raw": np.asarray(raw), "encoded": encoded}), codes
 
 
@@ -155,12 +155,15 @@ def _encode_places(run: TrainedRun, visits: pd.DataFrame, eps: float) -> np.ndar
     table = run.locations[run.locations["location_id"] > UNSEEN]
     if "location_id" in visits:
         raw_ids = table["raw_location_id"].to_numpy()
-        try:
-            given = visits["location_id"].to_numpy().astype(raw_ids.dtype)
-        except (TypeError, ValueError):
-            values = pd.to_numeric(visits["location_id"], errors="coerce").isna().to_numpy()
-            raise DataError(f"row {_row(values)}, column location_id: {visits['location_id'][values].iloc[0]!r} "
-                            f"is not a location id of this data set ({raw_ids.dtype})") from None
+        if raw_ids.dtype.kind in "iu":  # whole numbers: refuse 3.5 or "east" rather than truncate or guess
+            numeric = pd.to_numeric(visits["location_id"], errors="coerce")
+            bad = (numeric.isna() | (numeric != numeric.round())).to_numpy()
+            if bad.any():
+                raise DataError(f"row {_row(bad)}, column location_id: {visits['location_id'][bad].iloc[0]} "
+                                "is not a location id of this data set (whole numbers)")
+            given = numeric.to_numpy().astype(raw_ids.dtype)
+        else:
+            given, raw_ids = visits["location_id"].astype(str).to_numpy(), raw_ids.astype(str)
         order = np.argsort(raw_ids)
         known = encode_locations(given, raw_ids[order])  # 2 + position among the sorted raw ids, or unseen
         return np.where(known > UNSEEN, table["location_id"].to_numpy()[order][np.maximum(known - 2, 0)], UNSEEN)
