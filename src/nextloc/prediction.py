@@ -25,7 +25,7 @@ import torch
 
 from nextloc.data.batches import SplitTensors
 from nextloc.data.samples import PADDING, UNSEEN, encode_locations
-from nextloc.data.time_features import staypoint_time_features
+from nextloc.data.time_features import ZONE_SUFFIX, staypoint_time_features
 from nextloc.errors import DataError
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def _times(visits: pd.DataFrame, column: str, timezone: str | None) -> pd.Series
     """Timestamps in UTC; those without an offset are read in the data set's time zone (UTC when it has none)."""
     _no_missing(visits, column)
     text = visits[column].astype(str)
-    zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy()
+    zoned = text.str.contains(ZONE_SUFFIX, regex=True).to_numpy()
     parsed = pd.Series(pd.NaT, index=visits.index, dtype="datetime64[ns, UTC]")
     if zoned.any():
         parsed[zoned] = pd.to_datetime(text[zoned], format="ISO8601", utc=True, errors="coerce")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextloc.training.run import CONFIG, FAILED, RESULTS
+from nextloc.training.run import CONFIG, FAILED, RESULTS, flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _job(job_dir: Path) -> dict:
     """One job's settings, status and results; raises when a file is damaged."""
     failed = _json(job_dir / FAILED) if (job_dir / FAILED).is_file() else None
     if (job_dir / CONFIG).is_file():
-        settings = flatten_settings(_json(job_dir / CONFIG))
+        settings = settings_columns(_json(job_dir / CONFIG))
     else:  # refused before it claimed the directory: only its overrides are known
         settings = dict(o.split("=", 1) for o in failed.get("overrides", []) if "=" in o)
     row = {**settings, "status": "incomplete", "error": ""}
@@ -79,17 +79,13 @@ def _json(file: Path):
         raise ValueError(f"{file.name}: {err}") from None
 
 
-def flatten_settings(settings: dict, prefix: str = "") -> dict:
-    """``{"optim": {"lr": 0.1, "name": "adam"}} -> {"optim.lr": 0.1, "optim": "adam"}``, keyed as overrides are."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat |= flatten_settings(value, f"{prefix}{key}.")
-        elif key == "name" and prefix[:-1] in GROUPS:
-            flat[prefix[:-1]] = value
-        else:
-            flat[f"{prefix}{key}"] = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
-    return flat
+def settings_columns(settings: dict) -> dict:
+    """A run's settings as columns keyed as overrides are: ``optim.lr``, and ``optim`` for ``optim.name``."""
+    def column(key: str) -> str:
+        section, _, leaf = key.rpartition(".")
+        return section if leaf == "name" and section in GROUPS else key
+
+    return {column(key): value for key, value in flatten_config(settings).items()}
 
 
 def _is_result(column: str) -> bool:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nextloc.errors import ConfigError
-from nextloc.training.run import _flatten, resolve_device
+from nextloc.training.run import flatten_config, resolve_device
 
 
 class TestResolveDevice:
@@ -21,6 +21,6 @@ class TestResolveDevice:
 class TestFlatten:
     def test_nested_keys_are_dotted_and_lists_become_strings(self):
         """TensorBoard's HParams accept only scalars and strings."""
-        assert _flatten({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 1, "resume": None}) == {
+        assert flatten_config({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 1, "resume": None}) == {
             "optim.lr": 0.1, "optim.betas": "[0.9, 0.99]", "seed": 1, "resume": "None",
         }

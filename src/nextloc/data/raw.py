@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from nextloc.data.time_features import ZONE_SUFFIX
 from nextloc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def _parse_diy_chunk(chunk: pd.DataFrame, file: Path, chunk_start: int) -> pd.Da
             "(latitude within [-90, 90], longitude within [-180, 180]; are the columns swapped?)"
         )
     text = chunk["tracked_at"].astype(str)
-    zoned = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    zoned = text.str.contains(ZONE_SUFFIX, regex=True)
     if not zoned.all():
         value = text[~zoned].iloc[0]
         problem = ("has no time zone (e.g. +07:00); DIY needs one"

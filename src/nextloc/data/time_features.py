@@ -11,6 +11,8 @@ import pandas as pd
 
 from nextloc.data.samples import MAX_DURATION
 
+ZONE_SUFFIX = r"(?:Z|[+-]\d\d:?\d\d)$"  # an ISO 8601 time that ends with its offset
+
 
 def staypoint_time_features(sp: pd.DataFrame, timezone: str | None) -> pd.DataFrame:
     """start_day (since the user's first local date), start_min, weekday and duration in minutes."""

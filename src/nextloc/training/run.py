@@ -245,15 +245,15 @@ def _log_hparams(run_dir: Path, config: RunConfig, results: dict) -> None:
         for k in REPORTED if results[split].get(k) is not None
     }
     with SummaryWriter(run_dir / "tensorboard") as writer:
-        writer.add_hparams(_flatten(asdict(config)), metrics, run_name=".")
+        writer.add_hparams(flatten_config(asdict(config)), metrics, run_name=".")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten_config(tree: dict, prefix: str = "") -> dict:
     """``{"a": {"b": 1}} -> {"a.b": 1}``; values TensorBoard cannot show become strings."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_config(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return flat
