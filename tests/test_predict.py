@@ -1,6 +1,7 @@
 """Prediction from visits (``TrainedRun.predict``, ``scripts/predict.py``) and export with ``torch.export``."""
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from nextloc.errors import DataError
 from nextloc.models.lstm import LSTMConfig
 from nextloc.models.markov import MarkovConfig
 from nextloc.models.mhsa import MHSAConfig
+from nextloc.models.pointer import PointerConfig
 from nextloc.training.run import run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
@@ -32,13 +34,14 @@ def script():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Two-epoch lstm and mhsa runs and a markov run on tiny synthetic data, and the data set."""
+    """Two-epoch lstm, mhsa and pointer runs and a markov run on tiny synthetic data, and the data set."""
     tmp = tmp_path_factory.mktemp("predict")
     dataset = DatasetConfig(processed_dir=str(tmp / "processed"), batch_size=16,
                             synthetic=SyntheticConfig(n_users=5, n_days=50))
     runs = {}
     models = (("lstm", LSTMConfig(embed_dim=8, hidden_size=16)), ("markov", MarkovConfig()),
-              ("mhsa", MHSAConfig(embed_dim=16, num_heads=2, feedforward_dim=32)))
+              ("mhsa", MHSAConfig(embed_dim=16, num_heads=2, feedforward_dim=32)),
+              ("pointer", PointerConfig(embed_dim=16, num_heads=2, feedforward_dim=32)))
     for name, model in models:
         config = RunConfig(dataset=dataset, model=model, max_epochs=2, device="cpu", progress=False,
                            early_stopping=EarlyStoppingConfig(patience=1))
@@ -81,7 +84,7 @@ def evaluation_top_k(trained_run, data, samples):
 
 
 class TestPredictionEqualsEvaluation:
-    @pytest.mark.parametrize("model", ["lstm", "markov", "mhsa"])
+    @pytest.mark.parametrize("model", ["lstm", "markov", "mhsa", "pointer"])
     def test_test_histories_through_the_csv_path_rank_as_evaluation_does(self, trained, model, tmp_path):
         """Each chosen test sample: its user's whole test split in a CSV, --at the target's start."""
         runs, data = trained
@@ -192,7 +195,7 @@ class TestBadInput:
 
 
 class TestExport:
-    @pytest.mark.parametrize("model", ["lstm", "mhsa"])
+    @pytest.mark.parametrize("model", ["lstm", "mhsa", "pointer"])
     def test_the_exported_program_scores_as_the_eager_model_for_any_batch_size(self, trained, tmp_path, model):
         from nextloc.export import META, PlainInputs, example_inputs
 
@@ -201,7 +204,8 @@ class TestExport:
         assert script().main([str(exported.run_dir), "--export", str(tmp_path / "model.pt2"), "--max-length", "12"]) == 0
         extra = {META: ""}
         program = torch.export.load(str(tmp_path / "model.pt2"), extra_files=extra).module()
-        assert '"inputs": ["location", "length", "user", "time_slot", "weekday", "duration"]' in extra[META]
+        names = ["location", "length", "user", *exported.model.inputs]
+        assert json.loads(extra[META])["inputs"] == names
         eager = PlainInputs(exported.model, exported.model.inputs).eval()
         for batch_size in (1, 3, 40):
             inputs = example_inputs(exported, 12, batch_size)

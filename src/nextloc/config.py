@@ -148,19 +148,24 @@ class DatasetConfig:
         return self.synthetic or SyntheticConfig()
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")  # adamw: decoupled weight decay
+SCHEDULES = ("constant", "warmup_linear", "warmup_cosine")
+
+
 @dataclass
 class OptimConfig:
     name: str = "adam"
     lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+    eps: float = 1e-8  # adam, adamw
     momentum: float = 0.0  # sgd
     weight_decay: float = 1e-6
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "sgd"):
-            raise ConfigError(f"optim.name='{self.name}' is unknown; choose one of ['adam', 'sgd']")
-        _positive("optim", self, "lr", "grad_clip")
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name='{self.name}' is unknown; choose one of {list(OPTIMIZERS)}")
+        _positive("optim", self, "lr", "grad_clip", "eps")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1); try [0.9, 0.999]")
         if not (self.weight_decay >= 0 and self.momentum >= 0):
@@ -171,11 +176,14 @@ class OptimConfig:
 class SchedulerConfig:
     name: str = "warmup_linear"
     warmup_epochs: int = 2  # linear warm-up from 0 ...
-    decay_epochs: int = 50  # ... then linear decay reaching 0 at this epoch
+    decay_epochs: int = 50  # ... then linear (or cosine) decay reaching final_factor at this epoch
+    final_factor: float = 0.0  # warmup_cosine: the lr's last share of its peak
 
     def __post_init__(self) -> None:
-        if self.name not in ("warmup_linear", "constant"):
-            raise ConfigError(f"scheduler.name='{self.name}' is unknown; choose one of ['constant', 'warmup_linear']")
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"scheduler.name='{self.name}' is unknown; choose one of {list(SCHEDULES)}")
+        if not 0.0 <= self.final_factor < 1.0:
+            raise ConfigError(f"scheduler.final_factor={self.final_factor} not in [0, 1)")
         if self.warmup_epochs < 0 or self.decay_epochs <= self.warmup_epochs:
             raise ConfigError(
                 f"scheduler.warmup_epochs={self.warmup_epochs} and decay_epochs={self.decay_epochs} "

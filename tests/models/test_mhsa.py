@@ -83,7 +83,6 @@ def test_every_step_sees_only_itself_and_earlier_steps_in_every_layer():
     prefix = Batch(full.location[:, :5], torch.tensor([5]), full.user, full.target,
                    {k: v[:, :5] for k, v in full.features.items()})
     with torch.no_grad():
-        states = [m.encoder(x, mask=causal, src_key_padding_mask=padding) for x, causal, padding in
-                  (m.encode(full), m.encode(prefix))]
+        states = [m.encoder(x, padding, causal=True) for x, padding in (m.encode(full), m.encode(prefix))]
     torch.testing.assert_close(states[0][0, 4], states[1][0, 4], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(states[0][0, 8], states[1][0, 4])

@@ -55,6 +55,13 @@ class Batch:
         except KeyError:
             raise AttributeError(f"the batch has no feature '{name}'; a model lists what it reads in `inputs`") from None
 
+    def rows(self, index: Tensor, width: int) -> Batch:
+        """The samples at ``index``, their per-step fields cut to the first ``width`` steps."""
+        return Batch(
+            self.location[index, :width], self.length[index], self.user[index], self.target[index],
+            {k: v[index, :width] if v.dim() == 2 else v[index] for k, v in self.features.items()},
+        )
+
     def to(self, device: torch.device | str) -> Batch:
         def move(t: Tensor) -> Tensor:
             return t.to(device, non_blocking=True)

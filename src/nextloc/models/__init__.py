@@ -19,6 +19,7 @@ from nextloc.models.markov import MarkovConfig, MarkovModel
 from nextloc.models.mhsa import MHSAConfig, MHSAModel
 from nextloc.models.mostfreq import MostFreqConfig, MostFreqModel
 from nextloc.models.persistent import PersistentConfig, PersistentModel
+from nextloc.models.pointer import PointerConfig, PointerModel
 
 MODELS: dict[str, tuple[type, type[NextLocationModel]]] = {
     "lstm": (LSTMConfig, LSTMModel),
@@ -26,6 +27,7 @@ MODELS: dict[str, tuple[type, type[NextLocationModel]]] = {
     "mhsa": (MHSAConfig, MHSAModel),
     "mostfreq": (MostFreqConfig, MostFreqModel),
     "persistent": (PersistentConfig, PersistentModel),
+    "pointer": (PointerConfig, PointerModel),
 }
 
 __all__ = ["MODELS", "DataInfo", "NextLocationModel", "build_model", "count_parameters", "model_config_class"]

@@ -109,6 +109,22 @@ class LengthGroups:
         return flat.index_select(0, self.last)
 
 
+def by_length(length: Tensor, max_groups: int) -> list[tuple[Tensor, int]]:
+    """The batch rows of each length group and the group's padded width, longest group first.
+
+    For models whose samples do not interact (no batch statistics): running
+    each group cut to its own width gives the same scores with less padding.
+
+    Examples
+    --------
+    >>> [(rows.tolist(), width) for rows, width in by_length(torch.tensor([4, 30, 5, 29]), 2)]
+    [([1, 3], 30), ([2, 0], 5)]
+    """
+    length_sorted, order = torch.sort(length, descending=True, stable=True)
+    sizes, steps = length_group_sizes(length_sorted.cpu().numpy(), max_groups)
+    return list(zip(order.split(sizes), steps))
+
+
 def length_group_sizes(
     sorted_length: np.ndarray, max_groups: int, size_multiple: int = 1, length_multiple: int = 1
 ) -> tuple[list[int], list[int]]:

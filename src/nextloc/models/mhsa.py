@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nextloc.data.batches import Batch
 from nextloc.data.info import DataInfo
@@ -22,6 +22,7 @@ from nextloc.models.dropout import Dropout
 from nextloc.models.head import UserAwareHead
 from nextloc.models.init import INITS, initialise
 from nextloc.models.lstm import VisitEmbedding
+from nextloc.models.transformer import TransformerEncoder
 
 
 @dataclass
@@ -94,25 +95,21 @@ class MHSAModel(UserAwareHead, NextLocationModel):
         super().__init__()
         self.embedding = VisitEmbedding(data.num_locations, embed_dim, 0.0, use_time, use_duration)
         self.embedding_dropout = Dropout(dropout)  # after scaling and positions
-        layer = nn.TransformerEncoderLayer(embed_dim, num_heads, feedforward_dim, dropout, activation="gelu",
-                                           batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(embed_dim),
-                                             enable_nested_tensor=False)
+        self.encoder = TransformerEncoder(embed_dim, num_heads, feedforward_dim, dropout, num_layers, norm_first=False,
+                                          final_norm=True)
         self.build_head(data, embed_dim, head_dropout, fc_dropout, use_user)
         initialise(self, init)
 
-    def encode(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """The embedded histories ``(B, T, d)`` and the causal ``(T, T)`` and padding ``(B, T)`` masks (True = hidden)."""
+    def encode(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The embedded histories ``(B, T, d)`` and their padding ``(B, T)`` (True = padded)."""
         steps = batch.location.shape[1]
         x = self.embedding(batch.location, batch.time_slot, batch.weekday, batch.duration)
         x = x * math.sqrt(x.shape[-1]) + sinusoidal_positions(steps, x.shape[-1], x.device)
-        causal = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
         padding = torch.arange(steps, device=x.device)[None, :] >= batch.length[:, None]
-        return self.embedding_dropout(x), causal, padding
+        return self.embedding_dropout(x), padding
 
     def forward(self, batch: Batch) -> Tensor:
-        x, causal, padding = self.encode(batch)
-        out = self.encoder(x, mask=causal, src_key_padding_mask=padding, is_causal=True)  # (B, T, d)
+        out = self.encoder(*self.encode(batch), causal=True)  # (B, T, d)
         last = out[torch.arange(out.shape[0], device=out.device), batch.length - 1]  # (B, d)
         return self.head(last, batch.user)
 
@@ -122,12 +119,6 @@ class MHSAModel(UserAwareHead, NextLocationModel):
 
         Every layer runs under the same causal and padding masks as in ``forward``.
         """
-        x, causal, padding = self.encode(batch)
+        x, padding = self.encode(batch)
         rows = torch.arange(x.shape[0], device=x.device)
-        maps = []
-        for layer in self.encoder.layers:
-            _, weights = layer.self_attn(x, x, x, attn_mask=causal, key_padding_mask=padding,
-                                         need_weights=True, average_attn_weights=False)  # (B, heads, T, T)
-            maps.append(weights[rows, :, batch.length - 1])
-            x = layer(x, src_mask=causal, src_key_padding_mask=padding)
-        return maps
+        return [weights[rows, :, batch.length - 1] for weights in self.encoder.attention_maps(x, padding, causal=True)]
