@@ -113,7 +113,38 @@ class SyntheticConfig:
                 raise ConfigError(f"dataset.synthetic.{key}={getattr(self, key)} not in [0, 1]")
 
 
-SOURCES = ("synthetic", "geolife", "diy", "reference_pickle")  # the reader that makes a processed data set
+@dataclass
+class CheckinConfig:
+    """The columns of a check-in CSV (source=checkins): one row per visit to a named place, no GPS track.
+
+    ``time`` holds ISO 8601 text (read in ``preprocess.timezone`` when it has
+    no offset) or, with ``time_unit`` ``s``/``ms``, seconds/milliseconds since
+    1970 UTC. Optional columns: ``latitude``/``longitude`` (a place's centroid
+    and its grid cells, one attribute per size in ``grid_cells``, metres) and
+    ``category`` (a place attribute).
+    """
+
+    user: str = "user_id"
+    place: str = "place_id"
+    time: str = "time"
+    time_unit: str | None = None  # None: ISO 8601 text; s or ms: since 1970 UTC
+    latitude: str | None = None
+    longitude: str | None = None
+    category: str | None = None
+    grid_cells: list[float] = field(default_factory=list)  # cell sizes in metres, e.g. [500, 2000]
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in (None, "s", "ms"):
+            raise ConfigError(f"dataset.checkins.time_unit='{self.time_unit}' is unknown; use null (ISO 8601), s or ms")
+        if (self.latitude is None) != (self.longitude is None):
+            raise ConfigError("dataset.checkins.latitude and longitude name both columns or neither")
+        if self.grid_cells and self.latitude is None:
+            raise ConfigError("dataset.checkins.grid_cells needs the latitude and longitude columns")
+        if not all(size > 0 and math.isfinite(size) for size in self.grid_cells):
+            raise ConfigError(f"dataset.checkins.grid_cells={list(self.grid_cells)}: sizes in metres, each > 0")
+
+
+SOURCES = ("synthetic", "geolife", "diy", "checkins", "reference_pickle")  # the reader that makes a processed data set
 
 
 @dataclass
@@ -124,6 +155,7 @@ class DatasetConfig:
     batch_size: int = 32
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     synthetic: SyntheticConfig | None = None  # source=synthetic only; None there means the defaults
+    checkins: CheckinConfig | None = None  # source=checkins only: the CSV's column names
 
     def __post_init__(self) -> None:
         if self.reader not in SOURCES:
@@ -134,6 +166,11 @@ class DatasetConfig:
             raise ConfigError(
                 f"dataset.synthetic is set but dataset.source={self.reader}: it belongs to source=synthetic "
                 "(a preset such as debug=smoke sets it; use that with dataset=synthetic)"
+            )
+        if (self.checkins is not None) != (self.reader == "checkins"):
+            raise ConfigError(
+                "dataset.checkins (the check-in CSV's columns) belongs to dataset.source=checkins, and that source "
+                f"needs it; source is {self.reader}"
             )
         if self.batch_size < 2:  # the model's BatchNorm needs two samples per training batch
             raise ConfigError(f"dataset.batch_size={self.batch_size} must be >= 2")

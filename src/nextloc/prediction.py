@@ -25,7 +25,7 @@ import torch
 
 from nextloc.data.batches import SplitTensors
 from nextloc.data.samples import PADDING, UNSEEN, encode_locations
-from nextloc.data.time_features import ZONE_SUFFIX, staypoint_time_features
+from nextloc.data.time_features import first_row, no_missing, parse_times, staypoint_time_features
 from nextloc.errors import DataError
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def predict_visits(run: TrainedRun, visits: pd.DataFrame, k: int = 10, at=None) 
         raise DataError("this run's data set has no location table (imported from pickles): raw places cannot be mapped")
     params = run.config.dataset.preprocess
     visits = _checked(visits)
-    started, finished = (_times(visits, c, params.timezone) for c in TIME_COLUMNS)
+    started, finished = (parse_times(visits, c, params.timezone) for c in TIME_COLUMNS)
     users, user_codes = _encode_users(run, visits["user_id"])
     location = _encode_places(run, visits, params.eps)
     n_users = len(users)
@@ -61,7 +61,7 @@ def predict_visits(run: TrainedRun, visits: pd.DataFrame, k: int = 10, at=None) 
         before = np.ones(len(visits), bool)
     else:
         try:
-            at = _times(pd.DataFrame({"at": [str(at)]}), "at", params.timezone).iloc[0]
+            at = parse_times(pd.DataFrame({"at": [str(at)]}), "at", params.timezone).iloc[0]
         except DataError:
             raise DataError(f"at={at!r} is not a time; use ISO 8601, e.g. 2024-03-01T08:00") from None
         target_time = pd.Series(at, index=range(n_users))
@@ -110,36 +110,8 @@ def _checked(visits: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"visits lack the columns {missing}; found {list(visits.columns)}")
     visits = visits.reset_index(drop=True)
     for column in ("user_id", *place):
-        _no_missing(visits, column)
+        no_missing(visits, column)
     return visits
-
-
-def _no_missing(visits: pd.DataFrame, column: str) -> None:
-    empty = visits[column].isna().to_numpy()
-    if empty.any():
-        raise DataError(f"row {_row(empty)}, column {column}: empty")
-
-
-def _row(bad: np.ndarray) -> int:
-    """The first bad row, counted as in the CSV file (1 = the first data line)."""
-    return int(np.flatnonzero(bad)[0]) + 1
-
-
-def _times(visits: pd.DataFrame, column: str, timezone: str | None) -> pd.Series:
-    """Timestamps in UTC; those without an offset are read in the data set's time zone (UTC when it has none)."""
-    _no_missing(visits, column)
-    text = visits[column].astype(str)
-    zoned = text.str.contains(ZONE_SUFFIX, regex=True).to_numpy()
-    parsed = pd.Series(pd.NaT, index=visits.index, dtype="datetime64[ns, UTC]")
-    if zoned.any():
-        parsed[zoned] = pd.to_datetime(text[zoned], format="ISO8601", utc=True, errors="coerce")
-    if (~zoned).any():
-        naive = pd.to_datetime(text[~zoned], format="ISO8601", errors="coerce")
-        parsed[~zoned] = naive.dt.tz_localize(timezone or "UTC", ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        raise DataError(f"row {_row(bad)}, column {column}: {text[bad].iloc[0]!r} is not a time (use ISO 8601)")
-    return parsed
 
 
 def _encode_users(run: TrainedRun, raw_users: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
@@ -159,7 +131,7 @@ def _encode_places(run: TrainedRun, visits: pd.DataFrame, eps: float) -> np.ndar
             numeric = pd.to_numeric(visits["location_id"], errors="coerce")
             bad = (numeric.isna() | (numeric != numeric.round())).to_numpy()
             if bad.any():
-                raise DataError(f"row {_row(bad)}, column location_id: {visits['location_id'][bad].iloc[0]} "
+                raise DataError(f"row {first_row(bad)}, column location_id: {visits['location_id'][bad].iloc[0]} "
                                 "is not a location id of this data set (whole numbers)")
             given = numeric.to_numpy().astype(raw_ids.dtype)
         else:
@@ -173,7 +145,7 @@ def _encode_places(run: TrainedRun, visits: pd.DataFrame, eps: float) -> np.ndar
     bad = (coordinates.isna().any(axis=1) | ~coordinates["latitude"].between(-90, 90)
            | ~coordinates["longitude"].between(-180, 180)).to_numpy()
     if bad.any():
-        raise DataError(f"row {_row(bad)}, columns latitude/longitude: "
+        raise DataError(f"row {first_row(bad)}, columns latitude/longitude: "
                         f"{visits['latitude'][bad].iloc[0]!r}, {visits['longitude'][bad].iloc[0]!r} is not a coordinate")
     tree = BallTree(np.radians(table[["latitude", "longitude"]].to_numpy()), metric="haversine")
     distance, nearest = tree.query(np.radians(coordinates.to_numpy()), k=1)

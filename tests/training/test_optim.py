@@ -1,8 +1,17 @@
+import math
+
 import pytest
 import torch
 
 from nextloc.config import OptimConfig, SchedulerConfig
-from nextloc.training.optim import build_optimizer, build_scheduler, clear_gradients, clip_gradients, warmup_linear
+from nextloc.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    clear_gradients,
+    clip_gradients,
+    warmup_cosine,
+    warmup_linear,
+)
 
 
 def adam(lr=1e-3):
@@ -33,6 +42,21 @@ class TestWarmupLinear:
         """Warm-up 0, total 10: factor 1 at step 0, 0.5 at step 5."""
         f = warmup_linear(0, 10)
         assert (f(0), f(5)) == pytest.approx((1.0, 0.5))
+
+
+class TestWarmupCosine:
+    def test_factor_rises_from_zero_then_follows_half_a_cosine_to_the_floor(self):
+        """Warm-up 4, total 20, floor 0.1: 0, 1/4, 1 at step 4, midway (step 12) 0.55, 0.1 at 20 and after."""
+        f = warmup_cosine(4, 20, 0.1)
+        assert [f(s) for s in (0, 1, 4, 8, 12, 20, 30)] == pytest.approx(
+            [0.0, 0.25, 1.0, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)), 0.55, 0.1, 0.1])
+
+    def test_the_pointer_recipe_peaks_after_five_epochs_and_ends_at_its_floor(self):
+        _, optimizer = adam(lr=6.5e-4)
+        config = SchedulerConfig(name="warmup_cosine", warmup_epochs=5, decay_epochs=50, final_factor=1e-6 / 6.5e-4)
+        scheduler = build_scheduler(optimizer, config, batches_per_epoch=3)
+        assert lr_after(scheduler, optimizer, 15) == pytest.approx(6.5e-4)
+        assert lr_after(scheduler, optimizer, 135) == pytest.approx(1e-6)
 
 
 class TestBuildScheduler:
@@ -88,6 +112,16 @@ class TestBuildOptimizer:
         """docs/reference.md: Adam, lr 1e-3, betas (0.9, 0.999), weight decay 1e-6."""
         group = build_optimizer([torch.nn.Parameter(torch.ones(2))], OptimConfig()).param_groups[0]
         assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-6)
+
+    def test_adamw_decouples_weight_decay_and_takes_eps(self):
+        """AdamW with lr 0.1 and decay 0.5 shrinks a weight with a zero gradient by lr * decay; Adam would not."""
+        config = OptimConfig(name="adamw", lr=0.1, betas=[0.9, 0.98], eps=1e-9, weight_decay=0.5)
+        p = torch.nn.Parameter(torch.ones(2))
+        optimizer = build_optimizer([p], config)
+        assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["eps"] == 1e-9
+        p.grad = torch.zeros(2)
+        optimizer.step()
+        torch.testing.assert_close(p.detach(), torch.full((2,), 1 - 0.1 * 0.5))
 
     def test_sgd_takes_lr_momentum_and_weight_decay_from_the_config(self):
         config = OptimConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=1e-5)

@@ -101,6 +101,9 @@ def dataset_parameters(config: DatasetConfig) -> dict:
     """Every parameter that shapes the processed data (not the worker count)."""
     if config.reader == "synthetic":
         params = {"synthetic": asdict(config.synthetic_settings()), "samples": config.preprocess.sample_parameters()}
+    elif config.reader == "checkins":  # no staypoints or clustering: only the reading and the sample rules count
+        read = {"raw_dir": config.preprocess.raw_dir, "timezone": config.preprocess.timezone}
+        params = {"checkins": asdict(config.checkins), "preprocess": read | config.preprocess.sample_parameters()}
     else:
         params = {"preprocess": {k: v for k, v in asdict(config.preprocess).items() if k != "n_jobs"}}
     return {"dataset": config.name, **params, "format_version": FORMAT_VERSION}
@@ -108,6 +111,7 @@ def dataset_parameters(config: DatasetConfig) -> dict:
 
 def _create(config: DatasetConfig, path: Path) -> None:
     # imported here: preprocessing pulls in trackintel and geopandas, which training does not need
+    from nextloc.data.checkins import build_checkins
     from nextloc.data.preprocess import preprocess
     from nextloc.data.synthetic import build_synthetic
 
@@ -115,6 +119,9 @@ def _create(config: DatasetConfig, path: Path) -> None:
     if config.reader == "synthetic":
         log.info("generating the synthetic data set into %s", path)
         build_synthetic(config, path, parameters)
+    elif config.reader == "checkins":
+        log.info("reading the check-ins of %s from %s into %s", config.name, config.preprocess.raw_dir, path)
+        build_checkins(config, path, parameters)
     else:
         log.info("preprocessing %s from %s into %s", config.name, config.preprocess.raw_dir, path)
         preprocess(config, path, parameters)

@@ -62,7 +62,7 @@ def preprocess(config: DatasetConfig, out: Path, parameters: dict) -> Path:
         sp, locations, location_stats = generate_locations(sp, params)
         stats |= location_stats
         sample_set = generate_samples(staypoint_time_features(sp, params.timezone), **params.sample_parameters())
-        stats |= _sample_statistics(sample_set)
+        stats |= sample_statistics(sample_set)
         write_processed(out, sample_set, name=config.name, parameters=parameters, locations=locations,
                         extra={"statistics": stats})
     except DataError:
@@ -220,7 +220,7 @@ def generate_locations(sp: pd.DataFrame, params: PreprocessConfig) -> tuple[pd.D
     return merged, table, stats
 
 
-def _sample_statistics(sample_set) -> dict:
+def sample_statistics(sample_set) -> dict:
     stats = {"users_dropped_without_samples": sample_set.dropped_users, "users": sample_set.num_users - 1,
              "locations": sample_set.num_locations - 2}
     for split in SPLITS:

@@ -1,4 +1,4 @@
-"""Visits with start and end times -> the time columns of the processed format (docs/reference.md).
+"""Visits with start and end times -> the time columns of the processed format (docs/reference.md); time parsing.
 
 Shared by preprocessing and by prediction, so that a history given at
 prediction time is described exactly as the training histories were.
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextloc.data.samples import MAX_DURATION
+from nextloc.errors import DataError
 
 ZONE_SUFFIX = r"(?:Z|[+-]\d\d:?\d\d)$"  # an ISO 8601 time that ends with its offset
 
@@ -25,10 +26,42 @@ def staypoint_time_features(sp: pd.DataFrame, timezone: str | None) -> pd.DataFr
     return pd.DataFrame(
         {
             "user_id": sp["user_id"].astype(str).to_numpy(),
-            "location_id": sp["location_id"].to_numpy(np.int64),
+            "location_id": sp["location_id"].to_numpy(),  # raw ids: integers, or text (check-in venues)
             "start_day": (local - first_day).dt.days.to_numpy(np.int64),
             "start_min": (local.dt.hour * 60 + local.dt.minute).to_numpy(np.int64),
             "weekday": local.dt.weekday.to_numpy(np.int64),
             "duration": ((finished - started).dt.total_seconds() // 60).clip(0, MAX_DURATION).to_numpy(np.int64),
         }
     )
+
+
+def parse_times(rows: pd.DataFrame, column: str, timezone: str | None) -> pd.Series:
+    """ISO 8601 times as UTC; those without an offset are read in ``timezone`` (UTC when None).
+
+    A missing or unreadable time is one :class:`DataError` naming its row (1 = the first data line) and column.
+    """
+    no_missing(rows, column)
+    text = rows[column].astype(str)
+    zoned = text.str.contains(ZONE_SUFFIX, regex=True).to_numpy()
+    parsed = pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
+    if zoned.any():
+        parsed[zoned] = pd.to_datetime(text[zoned], format="ISO8601", utc=True, errors="coerce")
+    if (~zoned).any():
+        naive = pd.to_datetime(text[~zoned], format="ISO8601", errors="coerce")
+        parsed[~zoned] = naive.dt.tz_localize(timezone or "UTC", ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        raise DataError(f"row {first_row(bad)}, column {column}: {text[bad].iloc[0]!r} is not a time (use ISO 8601)")
+    return parsed
+
+
+def no_missing(rows: pd.DataFrame, column: str) -> None:
+    """Raise naming the first row whose ``column`` is empty."""
+    empty = rows[column].isna().to_numpy()
+    if empty.any():
+        raise DataError(f"row {first_row(empty)}, column {column}: empty")
+
+
+def first_row(bad: np.ndarray) -> int:
+    """The first bad row, counted as in the CSV file (1 = the first data line)."""
+    return int(np.flatnonzero(bad)[0]) + 1

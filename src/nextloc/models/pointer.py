@@ -62,6 +62,7 @@ class PointerConfig:
     use_diff: bool = True
     use_position_from_end: bool = True
     use_user: bool = True
+    use_transition: bool = False  # pointer bias, set by the last state, for steps that followed the current place
     init: str = "xavier"
     length_groups: int = 3  # a batch runs in up to this many groups of similar history length; same scores
 
@@ -145,6 +146,7 @@ class PointerModel(NextLocationModel):
         use_diff: bool = True,
         use_position_from_end: bool = True,
         use_user: bool = True,
+        use_transition: bool = False,
         init: str = "xavier",
         length_groups: int = 3,
     ) -> None:
@@ -160,6 +162,7 @@ class PointerModel(NextLocationModel):
         self.query = nn.Linear(embed_dim, embed_dim)
         self.key = nn.Linear(embed_dim, embed_dim)
         self.position_bias = nn.Parameter(torch.zeros(max_positions))
+        self.transition = nn.Linear(embed_dim, 2) if use_transition else None
         self.generation = nn.Linear(embed_dim, data.num_locations)
         self.gate = nn.Sequential(nn.Linear(embed_dim, embed_dim // 2), nn.GELU(), nn.Linear(embed_dim // 2, 1))
         initialise(self, init)
@@ -189,7 +192,7 @@ class PointerModel(NextLocationModel):
         encoded = self.encoder(x, padding, causal=False)  # (B, T, d): every step sees the whole history
         last = encoded[torch.arange(encoded.shape[0], device=x.device), batch.length - 1]  # (B, d)
         if self.mix != "generation":
-            copy = self._pointer(last, encoded, padding, from_end, batch.location)
+            copy = self._pointer(last, encoded, padding, from_end, batch)
         if self.mix != "pointer":
             generate = self.generation(last).softmax(-1)
         if self.mix == "gate":
@@ -199,14 +202,26 @@ class PointerModel(NextLocationModel):
             probabilities = copy if self.mix == "pointer" else generate
         return torch.log(probabilities + EPSILON)
 
-    def _pointer(self, last: Tensor, encoded: Tensor, padding: Tensor, from_end: Tensor, location: Tensor) -> Tensor:
+    def _pointer(self, last: Tensor, encoded: Tensor, padding: Tensor, from_end: Tensor, batch: Batch) -> Tensor:
         """Attention of the last state over the history positions, scattered onto their location ids ``(B, L)``."""
         query = self.query(last)[:, None, :]  # (B, 1, d)
         scores = (query @ self.key(encoded).transpose(1, 2)).squeeze(1) / math.sqrt(last.shape[-1])  # (B, T)
-        scores = (scores + self.position_bias[from_end]).masked_fill(padding, float("-inf"))
+        scores = scores + self.position_bias[from_end]
+        if self.transition is not None:
+            scores = scores + self._transition_bias(last, batch)
+        scores = scores.masked_fill(padding, float("-inf"))
         weights = scores.softmax(-1)
-        copy = weights.new_zeros(location.shape[0], self.generation.out_features)
-        return copy.scatter_add(1, location, weights)
+        copy = weights.new_zeros(weights.shape[0], self.generation.out_features)
+        return copy.scatter_add(1, batch.location, weights)
+
+    def _transition_bias(self, last: Tensor, batch: Batch) -> Tensor:
+        """``(B, T)``: two weights from the last state, for steps right after a visit to the current place and for
+        visits to the current place itself: "where does this person usually go from here" within the window."""
+        location = batch.location
+        current = location.gather(1, batch.length[:, None] - 1)  # (B, 1)
+        previous = F.pad(location[:, :-1], (1, 0))  # (B, T): the place of the step before
+        flags = torch.stack([previous == current, location == current], dim=-1).to(last.dtype)  # (B, T, 2)
+        return (flags * self.transition(last)[:, None, :]).sum(-1)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         return {"cross_entropy": self._loss(self(batch), batch)}
