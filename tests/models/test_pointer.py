@@ -123,3 +123,16 @@ def test_an_unknown_user_gets_the_mean_of_the_known_users():
     with torch.no_grad():
         m.embedding.user.weight[0] = mean
         torch.testing.assert_close(m(unknown), scores)
+
+
+@pytest.mark.parametrize("bias, expected", [((5.0, 0.0), [6, 7]), ((0.0, 5.0), [5])])
+def test_the_transition_bias_points_at_what_followed_the_current_place_or_at_the_place_itself(bias, expected):
+    """History 5 6 5 7 5: the current place 5 was followed by 6 and by 7."""
+    m = model(mix="pointer", use_transition=True)
+    b = batch([5])
+    b.location[0] = torch.tensor([5, 6, 5, 7, 5])
+    with torch.no_grad():
+        m.key.weight.zero_(), m.key.bias.zero_(), m.position_bias.zero_(), m.transition.weight.zero_()
+        m.transition.bias.copy_(torch.tensor(bias))
+        p = m(b).exp()[0]
+    assert set(torch.nonzero(p > 0.2).flatten().tolist()) == set(expected)
