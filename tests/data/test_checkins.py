@@ -147,3 +147,16 @@ class TestRealNYCRows:
         )
         assert run.returncode == 0, run.stdout + run.stderr
         assert json.loads((tmp_path / "test_results.json").read_text())["dataset"] == "foursquare_nyc"
+
+
+def test_the_readme_example_reads_with_the_columns_it_names(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```\nuser,venue,time")[1].split("```")[0]
+    (tmp_path / "checkins.csv").write_text("user,venue,time" + block)
+    frame = read_checkins([tmp_path / "checkins.csv"], CheckinConfig(
+        user="user", place="venue", time="time", latitude="lat", longitude="lon", category="category",
+        grid_cells=[500.0]), "America/New_York")
+    visits, stats = clean_checkins(frame)
+    venues = venue_table(visits, CheckinConfig(category="category", latitude="lat", longitude="lon",
+                                               grid_cells=[500.0]))
+    assert stats["checkins_raw"] == 9 and len(venues) == 6 and (venues["category"] > 0).all()
