@@ -104,6 +104,10 @@ class TestSummarize:
         finished = jobs[jobs["status"] == "finished"]["test_acc@1"]
         assert len(grouped) == 1 and grouped["seeds"].iloc[0] == 2
         assert grouped["test_acc@1"].iloc[0] == f"{finished.mean():.2f} ± {finished.std():.2f}"
+        known = jobs[jobs["status"] == "finished"]["test_mrr_known"]
+        assert grouped["test_mrr_known"].iloc[0] == f"{known.mean():.2f} ± {known.std():.2f}"
+        assert {"test_acc@10", "test_ndcg", "test_f1", "test_acc@1_known"} <= set(grouped.columns)
+        assert grouped["parameters"].iloc[0] == f"{jobs['num_parameters'].iloc[0]:,.0f}"
 
     def test_a_model_sweep_with_count_models_gives_one_row_per_model(self, tmp_path, data_dir):
         """lstm, markov, mostfreq and persistent over two seeds: four rows of two seeds each; the count

@@ -23,6 +23,9 @@ from nextloc.training.run import CONFIG, FAILED, RESULTS, flatten_config
 log = logging.getLogger(__name__)
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg", "f1")
+KNOWN = ("acc@1_known", "acc@5_known", "mrr_known")  # test samples whose target was seen in training
+# the per-configuration table: validation acc@1 (what ranks), every test metric, and the size
+SCOREBOARD = ("val_acc@1", *(f"test_{m}" for m in (*METRICS, *KNOWN)), "num_parameters")
 FACTS = ("num_parameters", "epochs_run", "best_epoch", "wall_time_s")
 GROUPS = ("dataset", "model", "optim", "scheduler")  # config groups: ``model.name`` is shown as ``model``
 
@@ -62,6 +65,7 @@ def _job(job_dir: Path) -> dict:
         row["status"] = "finished"
         row |= {f"val_{m}": results["validation"][m] for m in METRICS}
         row |= {f"test_{m}": results["test"][m] for m in METRICS}
+        row |= {f"test_{m}": results["test"].get(m) for m in KNOWN}
         row |= {fact: results[fact] for fact in FACTS}
         return row
     if failed is not None:
@@ -113,6 +117,8 @@ def group_seeds(jobs: pd.DataFrame, metric: str = "acc@1") -> pd.DataFrame:
         return pd.DataFrame()
     keys = [k for k in swept_keys(jobs) if k != "seed"]
     columns = [f"{split}_{m}" for split in ("val", "test") for m in METRICS]
+    columns += [c for c in (*(f"test_{m}" for m in KNOWN), "num_parameters") if c in finished]
+    finished = finished.astype({c: float for c in columns})
     grouped = finished.groupby(keys, dropna=False) if keys else finished.groupby(lambda _: "all")
     table = grouped[columns].agg(["mean", "std"])
     table.columns = [f"{c}_{stat}" for c, stat in table.columns]
@@ -131,11 +137,15 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mean_std_table(grouped: pd.DataFrame, keys: list[str], metrics=("acc@1", "mrr")) -> pd.DataFrame:
-    """``mean ± std`` strings per configuration for the paper-style table."""
+def mean_std_table(grouped: pd.DataFrame, keys: list[str], columns=SCOREBOARD) -> pd.DataFrame:
+    """``mean ± std`` strings per configuration for the paper-style table (the parameter count as its mean)."""
     out = grouped[[*keys, "seeds"]].copy()
-    for split in ("val", "test"):
-        for m in metrics:
-            mean, std = grouped[f"{split}_{m}_mean"], grouped[f"{split}_{m}_std"].fillna(0.0)
-            out[f"{split}_{m}"] = [f"{a:.2f} ± {b:.2f}" for a, b in zip(mean, std)]
+    for column in columns:
+        if f"{column}_mean" not in grouped:
+            continue
+        mean, std = grouped[f"{column}_mean"], grouped[f"{column}_std"].fillna(0.0)
+        if column == "num_parameters":
+            out["parameters"] = [f"{a:,.0f}" for a in mean]
+        else:
+            out[column] = [f"{a:.2f} ± {b:.2f}" for a, b in zip(mean, std)]
     return out
