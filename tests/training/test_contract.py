@@ -38,6 +38,7 @@ from nextloc.data.samples import PADDING, SPLITS
 from nextloc.models.base import NextLocationModel
 from nextloc.models.lstm import LSTMConfig, LSTMModel
 from nextloc.models.mostfreq import MostFreqConfig
+from nextloc.models.pointer import PointerConfig
 from nextloc.training import trainer as trainer_module
 from nextloc.training.checkpoint import load_checkpoint
 from nextloc.training.loop import evaluate
@@ -400,6 +401,29 @@ class TestResume:
         for tag, events in expected.items():
             assert [step for step, _ in events] == list(range(straight["epochs_run"])), tag
             assert got[tag] == events, f"{tag}: the resumed run's history differs"
+
+
+def test_the_pointer_with_its_recipe_resumes_to_the_same_results(processed_dir, tmp_path):
+    """AdamW, the warm-up + cosine schedule, length groups and dropout: stopped after epoch 1, then resumed."""
+    config = RunConfig(
+        dataset=tiny_dataset(processed_dir),
+        model=PointerConfig(embed_dim=16, num_heads=2, feedforward_dim=32, use_transition=True),
+        optim=OptimConfig(name="adamw", lr=3e-3, betas=[0.9, 0.98], eps=1e-9, weight_decay=0.015, grad_clip=0.8),
+        scheduler=SchedulerConfig(name="warmup_cosine", warmup_epochs=1, decay_epochs=4, final_factor=0.01),
+        early_stopping=EarlyStoppingConfig(patience=5, min_delta=0.0, max_triggers=1),
+        max_epochs=4, seed=3, device="cpu", progress=False,
+    )
+    straight = run(config, tmp_path / "straight")
+
+    def stop(epoch, validation):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(config, tmp_path / "resumed", on_epoch=stop)
+    resumed = run(config, tmp_path / "resumed")
+    for key in ("test", "validation", "best_epoch", "epochs_run"):
+        assert resumed[key] == straight[key], key
 
 
 # --- 6. learning ------------------------------------------------------------------------------------------------
