@@ -1,9 +1,10 @@
-"""Training throughput of the ``lstm`` model at GeoLife and DIY sizes (no Hydra).
+"""Training throughput of the ``lstm``, ``mhsa`` and ``pointer`` models at GeoLife and DIY sizes.
 
 Usage::
 
     python scripts/bench_train.py --sizes geolife diy --batches 60 12 --threads 2 \
         --sequence grouped packed [--length-groups 4 8] [--bf16] [--repeat 2]
+    python scripts/bench_train.py --models mhsa pointer --sizes geolife diy --batches 30 6
 
 For each size and option the script trains a fixed number of batches after a
 warm-up and prints
@@ -47,6 +48,15 @@ the target at ``history_end``, exactly the layout ``generate_samples`` produces.
 The achieved mean / p95 / max are printed. The LSTM's cost depends only on these
 lengths and the sizes, not on the values.
 
+``--models mhsa pointer`` measures the transformers the same way: the model
+and batch size of ``model=mhsa dataset=<size>`` and of
+``experiment=pointer dataset=<size>`` (batch 128, AdamW), nextloc's step
+against a reference-like step of each: PyTorch's ``nn.TransformerEncoder``
+(its dropout), ``nn.Dropout`` elsewhere, the non-fused optimiser with
+``zero_grad`` and ``clip_grad_norm_``, the whole padded batch at once
+(``model.length_groups=1`` for the pointer) and the per-batch metrics. The
+pointer's ``nextloc g=1`` row isolates what its length groups give.
+
 ``--bf16`` adds rows with ``torch.autocast("cpu", dtype=torch.bfloat16)`` around
 forward and loss (off by default; it changes the arithmetic, so it is reported
 separately and not a faithful replacement).
@@ -87,7 +97,7 @@ def lognormal_params(mean: float, p95: float) -> tuple[float, float]:
     return math.log(mean) - sigma * sigma / 2.0, sigma
 
 
-def make_split(size: str, seed: int = 0):
+def make_split(size: str, seed: int = 0, inputs=("time_slot", "weekday", "duration")):
     """A training :class:`SplitTensors` of the given size from synthetic arrays (see module doc)."""
     import pandas as pd
 
@@ -119,7 +129,7 @@ def make_split(size: str, seed: int = 0):
     target = rng.permutation(np.arange(longest + 1, rows))[:n]
     samples = pd.DataFrame({"history_start": target - length, "history_end": target, "target_index": target})
     stats = dict(mean=float(length.mean()), p95=float(np.percentile(length, 95)), max=int(length.max()))
-    return SplitTensors(staypoints, samples, inputs=("time_slot", "weekday", "duration")), stats
+    return SplitTensors(staypoints, samples, inputs=inputs), stats
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -158,6 +168,48 @@ def use_torch_dropout(model) -> None:
                 setattr(module, name, nn.Dropout(child.p))
 
 
+class TorchEncoder:
+    """Builds PyTorch's ``nn.TransformerEncoder`` with the weights of a nextloc encoder (the reference-like rows)."""
+
+    @staticmethod
+    def replace(model) -> None:
+        from torch import nn
+
+        ours = model.encoder
+        first = ours.layers[0]
+        layer = nn.TransformerEncoderLayer(
+            first.linear1.in_features, first.num_heads, first.linear1.out_features, first.dropout.p,
+            activation="gelu", batch_first=True, norm_first=first.norm_first,
+        )
+        theirs = nn.TransformerEncoder(layer, len(ours.layers), norm=ours.norm, enable_nested_tensor=False)
+        theirs.load_state_dict(ours.state_dict())
+
+        class Adapter(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = theirs
+
+            def forward(self, x, padding, causal):
+                import torch
+
+                steps = x.shape[1]
+                mask = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1) if causal else None
+                return self.encoder(x, mask=mask, src_key_padding_mask=padding)
+
+        model.encoder = Adapter()
+
+
+def model_overrides(model: str, size: str, option: dict) -> list[str]:
+    """The config of one row: ``train.py``'s for the model and data set, with the row's path options."""
+    if model == "lstm":
+        groups = [f"model.length_groups={option['length_groups']}"] if option["length_groups"] else []
+        return [f"dataset={size}", f"model.sequence={option['sequence']}", *groups]
+    if model == "mhsa":
+        return [f"dataset={size}", "model=mhsa"]
+    groups = [f"model.length_groups={option['length_groups']}"] if option["length_groups"] else []
+    return ["experiment=pointer", f"dataset={size}", *groups]
+
+
 def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> dict:
     """Train ``n_batches`` batches after a warm-up; per-phase seconds per batch and peak RSS."""
     import torch
@@ -172,20 +224,23 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
     torch.set_num_threads(option["threads"])
     torch.manual_seed(seed)
     cfg = SIZES[size]
-    split, stats = make_split(size, seed)
-    overrides = [f"dataset={size}", f"model.sequence={option['sequence']}"]
-    if option["length_groups"]:
-        overrides.append(f"model.length_groups={option['length_groups']}")
-    config = compose_run_config(overrides)
+    config = compose_run_config(model_overrides(option["model"], size, option))
     model = build_model(config.model, DataInfo(cfg["L"], cfg["U"]))
+    split, stats = make_split(size, seed, model.inputs)
     model.train()
-    parameters = list(model.parameters())
     reference = option["name"] == REFERENCE
-    if reference:  # the reference's dropout, Adam (one update loop per parameter tensor) and gradient handling
+    if reference and option["model"] != "lstm":
+        TorchEncoder.replace(model)
+    parameters = list(model.parameters())
+    smoothing = getattr(model, "label_smoothing", 0.0)
+    if reference:  # the reference's dropout, Adam(W) (one update loop per parameter tensor) and gradient handling
         use_torch_dropout(model)
-        optimizer = torch.optim.Adam(parameters, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-6)
+        settings = config.optim
+        adam = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
+        optimizer = adam(parameters, lr=settings.lr, betas=tuple(settings.betas), eps=settings.eps,
+                         weight_decay=settings.weight_decay)
         clear = functools.partial(optimizer.zero_grad, set_to_none=True)
-        clip = functools.partial(nn.utils.clip_grad_norm_, parameters, 1.0)
+        clip = functools.partial(nn.utils.clip_grad_norm_, parameters, settings.grad_clip)
     else:  # as training.loop.train_epoch
         optimizer = build_optimizer(parameters, config.optim)
         clear = functools.partial(clear_gradients, parameters)
@@ -208,7 +263,7 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if reference:
                 logits = model(batch)
-                loss = F.cross_entropy(logits, batch.target, ignore_index=PADDING)
+                loss = F.cross_entropy(logits, batch.target, ignore_index=PADDING, label_smoothing=smoothing)
             else:  # as training.loop.train_epoch: the model's own objective
                 loss = sum(model.losses(batch).values())
         value = loss.item()
@@ -239,7 +294,6 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": stats,
         "torch_threads": torch.get_num_threads(),
-        "grouping": [config.model.length_groups, config.model.group_size_multiple, config.model.group_length_multiple],
     }
 
 
@@ -248,15 +302,23 @@ def run_row(size: str, option: dict, n_batches: int, warmup: int, seed: int) -> 
 
 def options(args) -> list[dict]:
     rows = []
-    for threads in args.threads:
-        rows.append(dict(name=REFERENCE, sequence="packed", length_groups=None, threads=threads, bf16=False))
-        for sequence in args.sequence:
-            for groups in (args.length_groups or [None]) if sequence == "grouped" else [None]:
-                name = f"{sequence}" + (f" g={groups}" if groups else "")
-                row = dict(name=name, sequence=sequence, length_groups=groups, threads=threads)
-                rows.append(dict(row, bf16=False))
-                if args.bf16:
-                    rows.append(dict(row, name=name + " bf16", bf16=True))
+    for model in args.models:
+        for threads in args.threads:
+            base = dict(model=model, threads=threads, bf16=False)
+            if model != "lstm":  # the reference-like step runs the whole padded batch
+                rows.append(dict(base, name=REFERENCE, sequence=None, length_groups=1))
+                rows.append(dict(base, name="nextloc", sequence=None, length_groups=None))
+                if model == "pointer":
+                    rows.append(dict(base, name="nextloc g=1", sequence=None, length_groups=1))
+                continue
+            rows.append(dict(base, name=REFERENCE, sequence="packed", length_groups=None))
+            for sequence in args.sequence:
+                for groups in (args.length_groups or [None]) if sequence == "grouped" else [None]:
+                    name = f"{sequence}" + (f" g={groups}" if groups else "")
+                    row = dict(base, name=name, sequence=sequence, length_groups=groups)
+                    rows.append(row)
+                    if args.bf16:
+                        rows.append(dict(row, name=name + " bf16", bf16=True))
     return rows
 
 
@@ -274,19 +336,20 @@ def child(size, option, n_batches, warmup, seed) -> dict:
 
 def print_table(results: list[dict]) -> None:
     header = (
-        f"{'size':8} {'option':22} {'thr':>3} {'ms/batch':>9} {'samples/s':>9} {'epoch s':>8} "
+        f"{'model':8} {'size':8} {'option':22} {'thr':>3} {'ms/batch':>9} {'samples/s':>9} {'epoch s':>8} "
         + " ".join(f"{p[:5]:>6}" for p in PHASES)
         + f" {'peakMB':>7} {'speedup':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
-        ref = [x for x in results if x["size"] == r["size"] and x["name"] == REFERENCE and x["threads"] == r["threads"]]
+        ref = [x for x in results if (x["model"], x["size"], x["threads"]) == (r["model"], r["size"], r["threads"])
+               and x["name"] == REFERENCE]
         speed = ref[0]["batch_s"] / r["batch_s"] if ref else float("nan")
         phase_sum = sum(r["phases"].values())
         shares = " ".join(f"{100 * r['phases'][p] / phase_sum:5.1f}%" for p in PHASES)
         print(
-            f"{r['size']:8} {r['name']:22} {r['threads']:>3} {1000 * r['batch_s']:9.1f} "
+            f"{r['model']:8} {r['size']:8} {r['name']:22} {r['threads']:>3} {1000 * r['batch_s']:9.1f} "
             f"{r['batch_size'] / r['batch_s']:9.0f} {r['batch_s'] * r['epoch_batches']:8.1f} "
             f"{shares} {r['peak_rss_mb']:7.0f} {speed:6.2f}x"
         )
@@ -294,6 +357,7 @@ def print_table(results: list[dict]) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", choices=["lstm", "mhsa", "pointer"], default=["lstm"])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["geolife", "diy"])
     parser.add_argument("--batches", nargs="+", type=int, default=[60, 12], help="timed batches per size")
     parser.add_argument("--threads", nargs="+", type=int, default=[2])
@@ -323,11 +387,12 @@ def main(argv=None) -> None:
                 r = child(size, option, batches[size], warmup[size], args.seed)
                 r["repeat"] = rep
                 results.append(r)
-                print(f"  [{rep}] {size} {option['name']} t={option['threads']}: {1000 * r['batch_s']:.1f} ms/batch", file=sys.stderr)
+                print(f"  [{rep}] {option['model']} {size} {option['name']} t={option['threads']}: "
+                      f"{1000 * r['batch_s']:.1f} ms/batch", file=sys.stderr)
     # best of the repeats per row (least disturbed by other processes), all repeats in --json
     best = {}
     for r in results:
-        key = (r["size"], r["name"], r["threads"])
+        key = (r["model"], r["size"], r["name"], r["threads"])
         if key not in best or r["batch_s"] < best[key]["batch_s"]:
             best[key] = r
     print(f"\n(best of {args.repeat} interleaved repeat(s); phase shares of a training batch; speedup vs {REFERENCE})")
