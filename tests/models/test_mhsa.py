@@ -86,3 +86,14 @@ def test_every_step_sees_only_itself_and_earlier_steps_in_every_layer():
         states = [m.encoder(x, padding, causal=True) for x, padding in (m.encode(full), m.encode(prefix))]
     torch.testing.assert_close(states[0][0, 4], states[1][0, 4], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(states[0][0, 8], states[1][0, 4])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_encoder_in_length_groups_gives_the_scores_of_one_group(training):
+    """Also in training (dropout off), where the head's BatchNorm uses the statistics of the whole batch."""
+    sizes = dict(dropout=0.0, head_dropout=0.0, fc_dropout=0.0)
+    grouped, whole = model(length_groups=3, **sizes), model(length_groups=1, **sizes)
+    grouped.train(training), whole.train(training)
+    b = batch([3, 11, 5, 2, 9, 12], width=14)
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(b), whole(b), rtol=1e-5, atol=1e-5)

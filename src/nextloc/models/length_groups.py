@@ -13,11 +13,14 @@ and gradient in every layer call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from nextloc.data.batches import Batch
 
 
 @dataclass
@@ -123,6 +126,22 @@ def by_length(length: Tensor, max_groups: int) -> list[tuple[Tensor, int]]:
     length_sorted, order = torch.sort(length, descending=True, stable=True)
     sizes, steps = length_group_sizes(length_sorted.cpu().numpy(), max_groups)
     return list(zip(order.split(sizes), steps))
+
+
+def run_by_length(fn: Callable[[Batch], Tensor], batch: Batch, max_groups: int) -> Tensor:
+    """``fn(batch)`` computed group by group (:func:`by_length`), its ``(B, ...)`` rows put back in batch order.
+
+    Only for per-sample computations (nothing that mixes the rows of a batch);
+    under ``torch.export`` (or with one group) the batch runs whole.
+    """
+    if max_groups == 1 or torch.compiler.is_compiling():
+        return fn(batch)
+    groups = by_length(batch.length, max_groups)
+    if len(groups) == 1:
+        return fn(batch)
+    out = torch.cat([fn(batch.rows(rows, width)) for rows, width in groups])
+    order = torch.cat([rows for rows, _ in groups])
+    return out.new_empty(out.shape).index_copy_(0, order, out)
 
 
 def length_group_sizes(

@@ -21,6 +21,7 @@ from nextloc.models.base import NextLocationModel
 from nextloc.models.dropout import Dropout
 from nextloc.models.head import UserAwareHead
 from nextloc.models.init import INITS, initialise
+from nextloc.models.length_groups import run_by_length
 from nextloc.models.lstm import VisitEmbedding
 from nextloc.models.transformer import TransformerEncoder
 
@@ -41,9 +42,10 @@ class MHSAConfig:
     use_duration: bool = True
     use_user: bool = True
     init: str = "xavier"
+    length_groups: int = 3  # the encoder runs a batch in up to this many groups of similar history length; same scores
 
     def __post_init__(self) -> None:
-        for key in ("embed_dim", "num_layers", "num_heads", "feedforward_dim"):
+        for key in ("embed_dim", "num_layers", "num_heads", "feedforward_dim", "length_groups"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be > 0")
         if self.embed_dim % self.num_heads:
@@ -91,8 +93,10 @@ class MHSAModel(UserAwareHead, NextLocationModel):
         use_duration: bool = True,
         use_user: bool = True,
         init: str = "xavier",
+        length_groups: int = 3,
     ) -> None:
         super().__init__()
+        self.length_groups = length_groups
         self.embedding = VisitEmbedding(data.num_locations, embed_dim, 0.0, use_time, use_duration)
         self.embedding_dropout = Dropout(dropout)  # after scaling and positions
         self.encoder = TransformerEncoder(embed_dim, num_heads, feedforward_dim, dropout, num_layers, norm_first=False,
@@ -109,9 +113,12 @@ class MHSAModel(UserAwareHead, NextLocationModel):
         return self.embedding_dropout(x), padding
 
     def forward(self, batch: Batch) -> Tensor:
+        # the encoder treats histories one by one, so it may run in length groups; the head's BatchNorm sees the batch
+        return self.head(run_by_length(self._last_state, batch, self.length_groups), batch.user)
+
+    def _last_state(self, batch: Batch) -> Tensor:
         out = self.encoder(*self.encode(batch), causal=True)  # (B, T, d)
-        last = out[torch.arange(out.shape[0], device=out.device), batch.length - 1]  # (B, d)
-        return self.head(last, batch.user)
+        return out[torch.arange(out.shape[0], device=out.device), batch.length - 1]  # (B, d)
 
     @torch.no_grad()
     def attention_maps(self, batch: Batch) -> list[Tensor]:

@@ -34,7 +34,7 @@ from nextloc.data.samples import PADDING
 from nextloc.errors import ConfigError
 from nextloc.models.base import NextLocationModel
 from nextloc.models.init import INITS, initialise
-from nextloc.models.length_groups import by_length
+from nextloc.models.length_groups import run_by_length
 from nextloc.models.mhsa import sinusoidal_positions
 from nextloc.models.transformer import TransformerEncoder
 
@@ -173,14 +173,7 @@ class PointerModel(NextLocationModel):
         Samples do not interact, so the batch runs in up to ``length_groups``
         groups of similar history length, each cut to its own longest history.
         """
-        if self.length_groups == 1 or torch.compiler.is_compiling():
-            return self._scores(batch)
-        groups = by_length(batch.length, self.length_groups)
-        if len(groups) == 1:
-            return self._scores(batch)
-        scores = torch.cat([self._scores(batch.rows(rows, width)) for rows, width in groups])
-        order = torch.cat([rows for rows, _ in groups])
-        return scores.new_empty(scores.shape).index_copy_(0, order, scores)
+        return run_by_length(self._scores, batch, self.length_groups)
 
     def _scores(self, batch: Batch) -> Tensor:
         steps = batch.location.shape[1]
